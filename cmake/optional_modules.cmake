@@ -3,7 +3,7 @@
 set(BRAID_EXTRA_CLI_LIBS "")
 file(GLOB _tune_srcs ${PROJECT_SOURCE_DIR}/src/tune/*.cpp)
 if(_tune_srcs)
-  braid_module(tune DEPS braid_convert)
+  braid_module(tune DEPS braid_convert PkgConfig::HWY)
   list(APPEND BRAID_EXTRA_CLI_LIBS braid_tune)
 endif()
 file(GLOB _dist_srcs ${PROJECT_SOURCE_DIR}/src/dist/*.cpp)

@@ -17,7 +17,7 @@ for bin in build-fuzz/fuzz/fuzz_*; do
     [ -e "$ASSETS/$rel" ] && cp "$ASSETS/$rel" "$work/"
   done < fuzz/"$name".seeds
   echo "-- $name for ${SECONDS_EACH}s"
-  "$bin" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -max_len=65536 -timeout=10 \
+  "$bin" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1 "$work" "${seeds[@]}" 2>&1 | tail -n 4
   rm -rf "$work"
 done

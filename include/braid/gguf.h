@@ -52,16 +52,25 @@ struct GgufValue {
   static GgufValue u32(uint32_t v);
   static GgufValue i32(int32_t v);
   static GgufValue u64(uint64_t v);
+  static GgufValue i64(int64_t v);
   static GgufValue f32(float v);
+  static GgufValue f64(double v);
   static GgufValue boolean(bool v);
   static GgufValue string(std::string v);
   static GgufValue string_array(std::vector<std::string> v);
   static GgufValue f32_array(const std::vector<float>& v);
   static GgufValue i32_array(const std::vector<int32_t>& v);
+  // An array of integers of element type `elem` (UINT8 ... INT64, BOOL).
+  static GgufValue int_array(GgufType elem, std::vector<int64_t> v);
 
   bool is_array() const { return type == GgufType::ARRAY; }
-  size_t array_size() const;
+  size_t array_size() const;  // 0 for scalars and for skipped nested arrays
 };
+
+// "uint32", "string", "array", ...; "type N" for ids outside the enum.
+std::string gguf_type_name(GgufType t);
+// True for the integer types UINT8 ... INT64 (not BOOL, though it is kept in `i` too).
+bool gguf_is_int_type(GgufType t);
 
 class GgufFile {
  public:

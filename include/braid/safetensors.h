@@ -17,7 +17,7 @@ namespace braid {
 
 struct StTensor {
   std::string name;
-  std::string dtype;           // "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"
+  std::string dtype;           // "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", ...
   std::vector<int64_t> shape;  // row-major, outermost first (PyTorch order)
   const uint8_t* data = nullptr;
   size_t nbytes = 0;
@@ -47,8 +47,10 @@ class SafetensorsFile {
 };
 
 // Element conversions; throw braid::Error for dtypes that do not convert.
-std::vector<float> st_to_f32(const StTensor& t);      // F32, F16, BF16, F64
-std::vector<int32_t> st_to_i32(const StTensor& t);    // I32, I64 (range-checked), I16, I8, U8
-size_t st_dtype_size(const std::string& dtype);        // 0 for unknown dtypes
+std::vector<float> st_to_f32(const StTensor& t);  // F32, F16, BF16, F64
+// I32, I64/U32/U64 (range-checked), I16, U16, I8, U8, BOOL
+std::vector<int32_t> st_to_i32(const StTensor& t);
+// Bytes per element: also U16, U32, U64, F8_E4M3, F8_E5M2 (parsed, not converted); 0 for unknown dtypes.
+size_t st_dtype_size(const std::string& dtype);
 
 }  // namespace braid

@@ -1,0 +1,146 @@
+// Micro benchmarks of the quantized dot-product kernels (braid/quant.h), one thread.
+//
+//   BM_DotRows/<type>        decode: quant_dot_rows over a 2048 x 5632 matrix (the
+//                            down projection of a ~1B Llama); bytes = weight bytes, so
+//                            bytes_per_second is the weight streaming rate. The matrix
+//                            (6.5-12 MB) stays in a large L3 between iterations.
+//   BM_DotRowsStream/<type>  the same over 64 such matrices in turn (0.4-0.8 GB), so
+//                            weights come from DRAM as in real decoding.
+//   BM_Tile/<type>           prompt processing: quant_matmul_tile of 64 activations
+//                            against 512 x 5632 rows; items = multiply-adds (MAC/s).
+//   BM_Activation/<type>     quant_activation of one 5632-element vector.
+//   BM_MemoryRead            plain sequential read of 512 MB (this machine's single-
+//                            thread DRAM bandwidth, the ceiling for BM_DotRowsStream).
+// Run: build/bench/micro_quant [--benchmark_filter=DotRows]
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "braid/quant.h"
+
+namespace {
+
+using braid::DType;
+
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                        DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q2_K, DType::Q3_K};
+constexpr int64_t kRows = 2048, kCols = 5632;
+
+std::vector<uint8_t> random_matrix(DType t, int64_t rows, int64_t k, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> row(static_cast<size_t>(k));
+  const size_t rb = braid::row_bytes(t, k);
+  std::vector<uint8_t> w(rb * static_cast<size_t>(rows));
+  // Quantizing every row with the reference quantizer is slow for K types: quantize
+  // 16 distinct rows and repeat them (speed does not depend on the values).
+  std::vector<uint8_t> distinct(rb * 16);
+  for (int r = 0; r < 16; ++r) {
+    for (auto& v : row) v = nd(gen);
+    braid::quantize_row(t, row.data(), distinct.data() + r * rb, k);
+  }
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(distinct.data() + (r % 16) * rb, rb, w.data() + r * rb);
+  return w;
+}
+
+struct Act {
+  std::vector<uint8_t> mem;
+  size_t bytes;
+  Act(DType t, int64_t k, int64_t n) : bytes(braid::quant_activation_bytes(t, k)) {
+    mem.resize(bytes * n + 64);
+    std::mt19937 gen(1);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(k));
+    for (int64_t i = 0; i < n; ++i) {
+      for (auto& v : x) v = nd(gen);
+      braid::quant_activation(t, x.data(), k, at(i));
+    }
+  }
+  void* at(int64_t i) {
+    return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(mem.data()) + 63) / 64 * 64 + i * bytes);
+  }
+};
+
+void BM_DotRows(benchmark::State& state) {
+  const DType t = kTypes[state.range(0)];
+  const auto w = random_matrix(t, kRows, kCols, 1);
+  Act act(t, kCols, 1);
+  std::vector<float> y(kRows);
+  const size_t rb = braid::row_bytes(t, kCols);
+  for (auto _ : state) {
+    braid::quant_dot_rows(t, w.data(), rb, 0, kRows, act.at(0), kCols, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+  state.SetLabel(std::string(braid::dtype_name(t)) + " " + braid::quant_simd_target());
+}
+
+void BM_DotRowsStream(benchmark::State& state) {
+  const DType t = kTypes[state.range(0)];
+  constexpr int kMats = 64;
+  const size_t rb = braid::row_bytes(t, kCols);
+  const auto one = random_matrix(t, kRows, kCols, 2);
+  std::vector<std::vector<uint8_t>> mats(kMats, one);
+  Act act(t, kCols, 1);
+  std::vector<float> y(kRows);
+  int i = 0;
+  for (auto _ : state) {
+    braid::quant_dot_rows(t, mats[i].data(), rb, 0, kRows, act.at(0), kCols, y.data());
+    benchmark::DoNotOptimize(y.data());
+    i = (i + 1) % kMats;
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(one.size()));
+  state.SetLabel(std::string(braid::dtype_name(t)) + " " + braid::quant_simd_target());
+}
+
+void BM_Tile(benchmark::State& state) {
+  const DType t = kTypes[state.range(0)];
+  constexpr int64_t kTileRows = 512, kTokens = 64;
+  const auto w = random_matrix(t, kTileRows, kCols, 3);
+  Act act(t, kCols, kTokens);
+  std::vector<float> y(kTileRows * kTokens);
+  const size_t rb = braid::row_bytes(t, kCols);
+  for (auto _ : state) {
+    braid::quant_matmul_tile(t, w.data(), rb, 0, kTileRows, act.at(0), act.bytes, kTokens, kCols, y.data(),
+                             kTileRows);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kTileRows * kTokens * kCols);
+  state.SetLabel(std::string(braid::dtype_name(t)) + " MAC/s");
+}
+
+void BM_Activation(benchmark::State& state) {
+  const DType t = kTypes[state.range(0)];
+  std::vector<float> x(kCols, 0.5f);
+  Act act(t, kCols, 1);
+  for (auto _ : state) {
+    braid::quant_activation(t, x.data(), kCols, act.at(0));
+    benchmark::DoNotOptimize(act.mem.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kCols);
+  state.SetLabel(braid::dtype_name(t));
+}
+
+void BM_MemoryRead(benchmark::State& state) {
+  std::vector<uint64_t> buf((size_t{512} << 20) / sizeof(uint64_t), 1);
+  for (auto _ : state) {
+    uint64_t acc[8] = {};
+    for (size_t i = 0; i < buf.size(); i += 8) {
+      for (int j = 0; j < 8; ++j) acc[j] += buf[i + j];
+    }
+    benchmark::DoNotOptimize(acc);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(buf.size() * 8));
+}
+
+BENCHMARK(BM_MemoryRead)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DotRows)->DenseRange(0, 9);
+BENCHMARK(BM_DotRowsStream)->DenseRange(0, 9);
+BENCHMARK(BM_Tile)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Activation)->DenseRange(0, 9)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,146 @@
+// `braid bench -m MODEL -t THREADS -p 64 -n 64 [--json]`: prompt processing and
+// generation speed, peak memory and the machine's read bandwidth (include/braid/bench.h).
+#include "braid/bench.h"
+
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "braid/error.h"
+#include "braid/model.h"
+#include "braid/quantize.h"
+#include "cli/cli_util.h"
+#include "cli/command.h"
+
+namespace {
+
+struct Options {
+  std::string model;
+  int threads = 0;
+  std::string prompt = "64";  // comma-separated sizes
+  int n_gen = 64;
+  int reps = 3;
+  bool json = false;
+  std::string output;
+  bool no_bandwidth = false;
+  int bandwidth_mib = 0;
+  uint64_t seed = 1;
+};
+
+std::vector<int> parse_sizes(const std::string& text) {
+  std::vector<int> v;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    size_t used = 0;
+    int n = 0;
+    try {
+      n = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    braid::check(used == item.size() && n >= 0 && n <= (1 << 20), "-p: '", item,
+                 "' is not a prompt size (a whole number, 0 for none)");
+    if (n > 0) v.push_back(n);
+  }
+  return v;
+}
+
+// The name of the model's quantization mix from general.file_type; empty if unknown.
+std::string mix_name(const braid::Model& m) {
+  const int64_t ft = m.gguf().get_i64("general.file_type", -1);
+  braid::QuantMix mix;
+  if (ft >= 0 && braid::quant_mix_from_file_type(static_cast<uint32_t>(ft), &mix)) return braid::quant_mix_name(mix);
+  return "";
+}
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / 1073741824.0);
+  return buf;
+}
+
+void print_table(const braid::BenchResult& r) {
+  const braid::BenchModelInfo& m = r.model;
+  std::printf("model: %s (%s %s, %.3f B params, %s)\n", m.path.c_str(), m.arch.c_str(), m.type.c_str(),
+              m.n_params / 1e9, gib(static_cast<double>(m.file_bytes)).c_str());
+  std::printf("engine: %s, %d threads, SIMD %s, %d reps\n\n", r.engine.c_str(), r.threads, r.simd.c_str(), r.reps);
+  std::printf("| %-8s | %14s |\n|----------|----------------|\n", "test", "tokens/s");
+  for (const braid::PromptBench& p : r.prompt)
+    std::printf("| pp%-6d | %8.2f ± %-3.1f |\n", p.n_prompt, p.tokens_per_s.median(), p.tokens_per_s.stddev());
+  if (r.n_gen > 0)
+    std::printf("| tg%-6d | %8.2f ± %-3.1f |\n", r.n_gen, r.gen_tokens_per_s.median(), r.gen_tokens_per_s.stddev());
+  std::printf("\n");
+  if (r.bandwidth.bytes_per_s > 0)
+    std::printf("read bandwidth: %.2f GB/s (%d threads, %s buffer)\n", r.bandwidth.bytes_per_s / 1e9,
+                r.bandwidth.threads, gib(static_cast<double>(r.bandwidth.buffer_bytes)).c_str());
+  if (r.n_gen > 0) {
+    std::printf("generation reads %.2f GB/s of weights (%.1f MiB per token)", r.gen_bytes_per_s() / 1e9,
+                m.weight_bytes_per_token / 1048576.0);
+    if (r.bandwidth.bytes_per_s > 0) std::printf(" = %.0f%% of the read bandwidth", 100 * r.bandwidth_fraction());
+    std::printf("\n");
+  }
+  const double budget = static_cast<double>(m.file_bytes + r.kv_cache_bytes);
+  std::printf("peak RSS: %s (model file %s + KV cache %.1f MiB; %+.1f%%)\n",
+              gib(static_cast<double>(r.peak_rss_bytes)).c_str(), gib(static_cast<double>(m.file_bytes)).c_str(),
+              r.kv_cache_bytes / 1048576.0, budget > 0 ? 100.0 * (static_cast<double>(r.peak_rss_bytes) / budget - 1) : 0);
+}
+
+void run(const Options& o) {
+  braid::BenchOptions opt;
+  opt.n_prompt = parse_sizes(o.prompt);
+  opt.n_gen = o.n_gen;
+  opt.reps = o.reps;
+  opt.seed = o.seed;
+  opt.measure_bandwidth = !o.no_bandwidth;
+  opt.bandwidth_buffer_bytes = static_cast<size_t>(o.bandwidth_mib) << 20;
+  braid::check(!opt.n_prompt.empty() || opt.n_gen > 0, "nothing to measure: -p 0 and -n 0");
+  opt.log = [](const std::string& line) { std::fprintf(stderr, "braid: %s\n", line.c_str()); };
+  if (!o.output.empty()) braid::cli::check_writable(o.output);
+
+  std::shared_ptr<const braid::Model> model = braid::cli::load_model(o.model);
+  braid::ThreadPool pool(o.threads);
+  // The Forward under test. A cluster's head would return its network Forward here:
+  // everything else (timing, memory, bandwidth, reports) stays the same.
+  braid::ForwardFactory factory = [&](int n_ctx) -> std::unique_ptr<braid::Forward> {
+    return std::make_unique<braid::LocalForward>(model, n_ctx, pool);
+  };
+  const braid::BenchModelInfo info = braid::bench_model_info(*model, o.model, mix_name(*model));
+  const braid::BenchResult r = braid::run_bench(factory, info, opt, pool);
+
+  const std::string json = r.to_json();
+  if (!o.output.empty()) braid::cli::write_file(o.output, json.data(), json.size());
+  if (o.json) {
+    std::printf("%s\n", json.c_str());
+  } else {
+    print_table(r);
+  }
+}
+
+}  // namespace
+
+static braid::cli::Command reg(
+    "bench", "Measure prompt and generation speed, peak memory and the machine's read bandwidth", [](CLI::App& app) {
+      auto o = std::make_shared<Options>();
+      braid::cli::add_model_option(app, o->model);
+      braid::cli::add_threads_option(app, o->threads);
+      app.add_option("-p,--n-prompt", o->prompt, "Prompt sizes to time, comma-separated (0: none)")
+          ->capture_default_str();
+      app.add_option("-n,--n-gen", o->n_gen, "Tokens to generate one at a time (0: none)")
+          ->check(CLI::Range(0, 1 << 20))
+          ->capture_default_str();
+      app.add_option("-r,--reps", o->reps, "Repetitions of each test (medians are reported)")
+          ->check(CLI::Range(1, 1000))
+          ->capture_default_str();
+      app.add_flag("--json", o->json, "Print one JSON object instead of a table");
+      app.add_option("-o,--output", o->output, "Also write the JSON result to this file");
+      app.add_flag("--no-bandwidth", o->no_bandwidth, "Skip the memory bandwidth probe");
+      app.add_option("--bandwidth-mib", o->bandwidth_mib,
+                     "Bandwidth probe buffer in MiB (default: 4 x the last-level cache, >= 256 MiB)")
+          ->check(CLI::Range(1, 1 << 20));
+      app.add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
+      app.callback([o] { run(*o); });
+    });

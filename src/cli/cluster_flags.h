@@ -1,0 +1,52 @@
+// The flags that turn a model-running subcommand (`braid run`) into the head of a
+// cluster, and the Forward they select: local, or the ring over --workers.
+//
+//   ClusterFlags cluster;  add_cluster_options(app, cluster);
+//   ...
+//   std::unique_ptr<Forward> fwd = make_forward(cluster, model, model_path, n_ctx, pool);
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "braid/generate.h"
+#include "braid/model.h"
+#include "braid/thread_pool.h"
+
+namespace braid::cli {
+
+struct ClusterFlags {
+  std::string workers;      // "HOST:PORT,HOST:PORT"
+  std::string accept;       // HOST:PORT where `braid worker --connect` workers join
+  int accept_count = 1;
+  std::string secret_file;  // shared secret ...
+  std::string ca, cert, key;  // ... or certificates from `braid keygen`
+  std::string split;        // "0:2,2:5": fixed ranges per worker
+  std::string head_layers = "0";  // N, or "auto" (the planner may give the head layers)
+  bool output_at_head = false;
+  std::string transfer = "f32";
+  int timeout_s = 120;
+  int connect_timeout_s = 10;
+
+  bool active() const { return !workers.empty() || !accept.empty(); }
+};
+
+// --workers, --accept, --accept-count, --secret-file, --ca/--cert/--key, --split,
+// --head-layers, --output-at-head, --transfer, --net-timeout.
+void add_cluster_options(CLI::App& app, ClusterFlags& flags);
+
+// LocalForward when no --workers; else a Forward over a ring of the workers (which it
+// owns: destroying the Forward ends the cluster session). Up to max_sequences Forwards
+// may share one ring: see make_ring_forwards.
+std::unique_ptr<Forward> make_forward(const ClusterFlags& flags, std::shared_ptr<const Model> model,
+                                      const std::string& model_path, int n_ctx, ThreadPool& pool);
+
+// n Forwards (sequences) over one ring, usable from n threads at once: the ring
+// pipelines them. Throws unless flags.active().
+std::vector<std::unique_ptr<Forward>> make_ring_forwards(const ClusterFlags& flags,
+                                                         std::shared_ptr<const Model> model,
+                                                         const std::string& model_path, int n_ctx, int threads,
+                                                         int n);
+
+}  // namespace braid::cli

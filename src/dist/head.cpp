@@ -1,0 +1,275 @@
+// The head's setup of a ring: dial and authenticate every worker, have them map the
+// model, decide the layer ranges, link the workers to each other and to the head.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+
+#include "braid/error.h"
+#include "dist/head_ring.h"
+
+namespace braid::dist {
+
+using namespace std::chrono_literals;
+
+std::string RemoteWorker::label() const {
+  std::string s = cat("worker ", addr.str());
+  if (last > first) s += cat(" (layers [", first, ", ", last, "))");
+  return s;
+}
+
+Incoming RemoteWorker::request(const proto::Frame& f, net::Millis timeout) {
+  std::lock_guard<std::mutex> lock(control_mu);
+  check(control != nullptr, label(), " is not connected");
+  send(*control, f, timeout);
+  return receive(*control, timeout);
+}
+
+Incoming RemoteWorker::request(const LinkMessage& m, net::Millis timeout) {
+  std::lock_guard<std::mutex> lock(control_mu);
+  check(control != nullptr, label(), " is not connected");
+  send(*control, m, timeout);
+  return receive(*control, timeout);
+}
+
+proto::WireType transfer_from_name(const std::string& name) {
+  if (name == "f32") return proto::WireType::kF32;
+  if (name == "f16") return proto::WireType::kF16;
+  if (name == "q8" || name == "q8_0") return proto::WireType::kQ8_0;
+  fail("unknown transfer format '", name, "' (use f32, f16 or q8)");
+}
+
+namespace {
+
+// "cannot connect to 1.2.3.4:5: why" -> "cannot connect to worker 1.2.3.4:5: why";
+// "1.2.3.4:5 refused us: ..." -> "worker 1.2.3.4:5 refused us: ...".
+[[noreturn]] void rethrow_for_worker(const Error& e) {
+  const std::string m = e.what();
+  const std::string prefix = "cannot connect to ";
+  if (m.rfind(prefix, 0) == 0) fail(prefix, "worker ", m.substr(prefix.size()));
+  if (m.rfind("worker ", 0) == 0) throw e;
+  fail("worker ", m);
+}
+
+// Runs fn(i) for every i in [0, n) on its own thread and rethrows the first failure
+// (in index order, so the message does not depend on timing).
+template <class Fn>
+void for_each_parallel(size_t n, Fn fn) {
+  std::vector<std::future<void>> fs;
+  for (size_t i = 0; i < n; ++i) fs.push_back(std::async(std::launch::async, [&fn, i] { fn(i); }));
+  std::exception_ptr first;
+  for (auto& f : fs) {
+    try {
+      f.get();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+// Dials a worker and opens a link of `kind` (for input/output: of its session).
+std::shared_ptr<net::Connection> open_link(const net::Tls& tls, const RemoteWorker& w, LinkKind kind,
+                                           const HeadOptions& o, uint64_t* session) {
+  std::shared_ptr<net::Connection> conn;
+  try {
+    conn = net::Connection::dial(tls, w.addr, o.connect_timeout);
+    send(*conn, make_hello(proto::Role::kHead, "head"), Link{kind, w.session}, o.connect_timeout);
+    check_hello(receive(*conn, o.io_timeout), w.addr.str());
+    const Linked l = expect<Linked>(receive(*conn, o.io_timeout), "worker " + w.addr.str());
+    if (session) *session = l.session;
+  } catch (const Error& e) {
+    rethrow_for_worker(e);
+  }
+  return conn;
+}
+
+}  // namespace
+
+void RingImpl::log(const std::string& line) const {
+  if (opt.log) {
+    opt.log(line);
+  } else {
+    std::fprintf(stderr, "braid head: %s\n", line.c_str());
+    std::fflush(stderr);
+  }
+}
+
+std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std::string& model_path,
+                                  const net::Tls& tls, const HeadOptions& options) {
+  check(!options.workers.empty() || options.accept_count > 0, "no workers given");
+  check(options.accept_count == 0 || !options.accept.empty(), "workers to accept, but no address to accept on");
+  check(options.n_ctx >= 1, "context size must be at least 1");
+  check(options.max_sequences >= 1, "at least one sequence must fit");
+  auto ring = std::make_unique<RingImpl>();
+  RingImpl& r = *ring;
+  r.model = std::move(model);
+  r.tls = tls;
+  r.opt = options;
+  r.transfer = transfer_from_name(options.transfer);
+  const ModelConfig& config = r.model->config();
+  check(r.transfer != proto::WireType::kQ8_0 || config.dim % 32 == 0, "--transfer q8 needs a hidden size that is a ",
+        "multiple of 32; this model's is ", config.dim);
+  for (size_t i = 0; i < options.workers.size(); ++i) {
+    for (size_t j = 0; j < i; ++j)
+      check(options.workers[i].str() != options.workers[j].str(), "worker ", options.workers[i].str(),
+            " is listed twice");
+  }
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(model_path, ec);
+  check(!ec, "model file '", model_path, "' not found");
+  r.model_path = std::filesystem::absolute(model_path, ec).string();
+  r.fingerprint = model_fingerprint(r.model->gguf(), size);
+
+  // Connect everywhere at once: a cluster is as slow to start as its slowest device,
+  // not the sum of them.
+  for (const auto& ep : options.workers) {
+    r.workers.push_back(std::make_unique<RemoteWorker>());
+    r.workers.back()->addr = ep;
+  }
+  for_each_parallel(r.workers.size(), [&](size_t i) {
+    RemoteWorker& w = *r.workers[i];
+    w.control = open_link(tls, w, LinkKind::kControl, options, &w.session);
+  });
+  if (options.accept_count > 0) {
+    r.start_accepting(options.accept);
+    r.wait_for_workers(options.accept_count, options.accept_timeout);
+  }
+
+  r.plan = plan_ring(*r.model, r);
+
+  // The head's own share: its layers (possibly none) and maybe the output.
+  r.pool = std::make_unique<ThreadPool>(options.threads);
+  r.stage = std::make_unique<Stage>(r.model, r.plan.head_first, r.plan.head_last, options.n_ctx,
+                                    options.max_sequences, *r.pool);
+
+  // Ring order -> steps: the head's layers, or maximal runs of workers (chains).
+  for (const auto& part : r.plan.parts) {
+    if (part.worker < 0) {
+      r.steps.push_back(Step{true, part.first, part.last, -1});
+      continue;
+    }
+    RemoteWorker& w = *r.workers[static_cast<size_t>(part.worker)];
+    w.first = part.first;
+    w.last = part.last;
+    // A worker that dialed in cannot be reached by its neighbours: it is a chain of its
+    // own, and the head relays to and from it.
+    const bool alone = w.dialed_in || (!r.chains.empty() && !r.chains.back()->workers.empty() &&
+                                       r.workers[static_cast<size_t>(r.chains.back()->workers.back())]->dialed_in);
+    if (r.steps.empty() || r.steps.back().local || alone) {
+      r.chains.push_back(std::make_unique<Chain>());
+      r.steps.push_back(Step{false, part.first, part.last, static_cast<int>(r.chains.size()) - 1});
+    }
+    r.steps.back().last = part.last;
+    r.chains.back()->workers.push_back(part.worker);
+  }
+  if (!r.plan.output_at_head) {
+    check(!r.steps.empty() && !r.steps.back().local, "the plan ends on the head but does not run the output there");
+    r.workers[static_cast<size_t>(r.chains.back()->workers.back())]->output = true;
+  }
+
+  // Every worker in the plan maps its layers (at once), then links to its successor.
+  std::vector<RemoteWorker*> used;
+  for (auto& chain : r.chains)
+    for (int wi : chain->workers) used.push_back(r.workers[static_cast<size_t>(wi)].get());
+  for_each_parallel(used.size(), [&](size_t i) {
+    RemoteWorker& w = *used[i];
+    proto::Load load;
+    load.model_id = r.model_path;
+    load.model_sha256 = r.fingerprint;
+    load.first_layer = static_cast<uint32_t>(w.first);
+    load.last_layer = static_cast<uint32_t>(w.last);
+    load.runs_output = w.output;
+    load.activation_type = r.transfer;
+    load.context_length = static_cast<uint32_t>(options.n_ctx);
+    load.max_sequences = static_cast<uint32_t>(options.max_sequences);
+    expect<proto::Loaded>(w.request(make_frame(load), options.io_timeout), "worker " + w.addr.str());
+  });
+  for (auto& chain : r.chains) {
+    for (size_t k = 0; k + 1 < chain->workers.size(); ++k) {
+      RemoteWorker& w = *r.workers[static_cast<size_t>(chain->workers[k])];
+      const RemoteWorker& next = *r.workers[static_cast<size_t>(chain->workers[k + 1])];
+      expect<Linked>(w.request(Route{next.addr.str(), next.session}, options.io_timeout), "worker " + w.addr.str());
+    }
+  }
+  // Workers the plan leaves out end their sessions now.
+  for (auto& w : r.workers) {
+    if (w->last > w->first || w->output) continue;
+    r.log(cat("the plan leaves out ", w->addr.str()));
+    std::lock_guard<std::mutex> lock(w->control_mu);
+    try {
+      send(*w->control, make_frame(proto::Shutdown{"left out of the plan"}), 1000ms);
+    } catch (const Error&) {
+    }
+    w->control->close();
+    w->control.reset();
+  }
+
+  // The head's links: into the first worker of every chain, out of the last.
+  for (size_t c = 0; c < r.chains.size(); ++c) {
+    Chain& chain = *r.chains[c];
+    chain.in = r.link_to(*r.workers[static_cast<size_t>(chain.workers.front())], LinkKind::kInput);
+    chain.out = r.link_to(*r.workers[static_cast<size_t>(chain.workers.back())], LinkKind::kOutput);
+    chain.receiver = std::thread([&r, c] { r.receive_loop(static_cast<int>(c)); });
+  }
+  r.stop_accepting();
+  r.log(cat("ring: ", r.describe(),
+            r.plan.predicted_ms > 0 ? cat(" (predicted ", r.plan.predicted_ms, " ms/token)") : std::string()));
+  return ring;
+}
+
+std::shared_ptr<net::Connection> RingImpl::link_to(RemoteWorker& w, LinkKind kind) {
+  if (!w.dialed_in) return open_link(tls, w, kind, opt, nullptr);
+  DialBack d;
+  d.kind = kind;
+  expect<Linked>(w.request(d, opt.io_timeout), w.label());
+  return take_link(w.session, kind, opt.io_timeout);
+}
+
+std::string RingImpl::describe() const {
+  std::string s = "head";
+  for (const auto& part : plan.parts) {
+    s += " -> ";
+    s += part.worker < 0 ? std::string("head") : workers[static_cast<size_t>(part.worker)]->addr.str();
+    s += cat(" [", part.first, ", ", part.last, ")");
+  }
+  s += plan.output_at_head ? " -> head (output)" : " -> head (logits)";
+  return s;
+}
+
+RingImpl::~RingImpl() {
+  stopping.store(true);
+  stop_accepting();
+  // Goodbye first, so workers log a clean end rather than a broken link.
+  for (auto& w : workers) {
+    std::lock_guard<std::mutex> lock(w->control_mu);
+    if (!w->control) continue;
+    try {
+      send(*w->control, make_frame(proto::Shutdown{"the head is done"}), 1000ms);
+    } catch (const Error&) {
+    }
+  }
+  for (auto& c : chains) {
+    if (c->in) c->in->interrupt();
+    if (c->out) c->out->interrupt();
+    if (c->receiver.joinable()) c->receiver.join();
+  }
+  for (auto& w : workers)
+    if (w->control) w->control->close();
+}
+
+std::string RingImpl::diagnose(int c, const std::string& what) {
+  // The first worker of the chain that does not answer a probe is the one that is gone
+  // (the others only saw their neighbour's link break).
+  for (int wi : chains[static_cast<size_t>(c)]->workers) {
+    RemoteWorker& w = *workers[static_cast<size_t>(wi)];
+    try {
+      expect<proto::Probe>(w.request(make_frame(proto::Probe{}), 2000ms), w.label());
+    } catch (const Error& e) {
+      return cat("lost ", w.label(), ": ", e.what());
+    }
+  }
+  return what;
+}
+
+}  // namespace braid::dist

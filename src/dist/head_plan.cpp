@@ -1,0 +1,231 @@
+// Who runs which layers: a fixed split as the user gave it, or the planner over the
+// profiles the workers measured for this model and the links the head measured.
+#include <algorithm>
+#include <chrono>
+#include <future>
+
+#include "braid/error.h"
+#include "braid/planner.h"
+#include "dist/head_ring.h"
+
+namespace braid::dist {
+
+using namespace std::chrono_literals;
+
+std::vector<std::pair<int, int>> parse_split(const std::string& text) {
+  std::vector<std::pair<int, int>> out;
+  size_t i = 0;
+  while (i <= text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    const std::string item = text.substr(i, j - i);
+    const size_t colon = item.find(':');
+    auto num = [&](const std::string& s) {
+      bool ok = !s.empty() && s.size() <= 6;
+      for (char ch : s) ok = ok && ch >= '0' && ch <= '9';
+      check(ok, "bad split '", text, "': '", item, "' is not FIRST:LAST");
+      return std::stoi(s);
+    };
+    check(colon != std::string::npos, "bad split '", text, "': '", item, "' is not FIRST:LAST");
+    const int a = num(item.substr(0, colon)), b = num(item.substr(colon + 1));
+    check(a < b, "bad split '", text, "': range ", a, ":", b, " is empty");
+    out.emplace_back(a, b);
+    i = j + 1;
+  }
+  return out;
+}
+
+std::vector<net::Endpoint> parse_endpoints(const std::string& text) {
+  std::vector<net::Endpoint> out;
+  size_t i = 0;
+  while (i <= text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    const std::string item = text.substr(i, j - i);
+    if (!item.empty()) out.push_back(net::Endpoint::parse(item));
+    i = j + 1;
+  }
+  check(!out.empty(), "no worker addresses in '", text, "'");
+  return out;
+}
+
+namespace {
+
+PlanResult fixed_split(const Model& model, const RingImpl& r) {
+  const int n_layers = model.config().n_layers;
+  const HeadOptions& o = r.opt;
+  const int h = std::max(0, o.head_layers);
+  check(h <= n_layers, "--head-layers ", h, " exceeds the model's ", n_layers, " layers");
+  PlanResult p;
+  p.head_first = 0;
+  p.head_last = h;
+  p.output_at_head = o.output_at_head;
+  if (h > 0) p.parts.push_back({-1, 0, h});
+  if (o.split.empty()) {
+    // One worker, nothing to decide: it runs everything the head does not.
+    check(r.workers.size() == 1, "internal: fixed split without ranges");
+    check(h < n_layers || o.output_at_head, "the head runs every layer: the worker would have nothing to do");
+    if (h < n_layers) p.parts.push_back({0, h, n_layers});
+    return p;
+  }
+  check(o.split.size() == r.workers.size(), "--split has ", o.split.size(), " ranges for ", r.workers.size(),
+        " workers");
+  int next = h;
+  for (size_t i = 0; i < o.split.size(); ++i) {
+    const auto [a, b] = o.split[i];
+    check(a == next, "--split: worker ", i + 1, " starts at layer ", a, ", expected ", next,
+          next == h && h > 0 ? " (after the head's layers)" : "");
+    check(b > a && b <= n_layers, "--split: range ", a, ":", b, " is outside the model's ", n_layers, " layers");
+    p.parts.push_back({static_cast<int>(i), a, b});
+    next = b;
+  }
+  check(next == n_layers, "--split covers layers up to ", next, ", the model has ", n_layers);
+  return p;
+}
+
+// Round trip of a probe that carries `bytes` out and asks for as many back, best of
+// `reps`, in ms.
+double best_probe(RemoteWorker& w, uint32_t bytes, int reps, net::Millis timeout) {
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    proto::Probe p;
+    p.padding.assign(bytes, 0);
+    p.reply_bytes = bytes;
+    const auto t0 = std::chrono::steady_clock::now();
+    expect<proto::Probe>(w.request(make_frame(p), timeout), w.label());
+    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+}  // namespace
+
+PlanResult plan_ring(const Model& model, RingImpl& r) {
+  const HeadOptions& o = r.opt;
+  if (!o.split.empty() || (r.workers.size() == 1 && o.head_layers >= 0)) return fixed_split(model, r);
+
+  const ModelConfig& c = model.config();
+  const int h = std::max(0, o.head_layers);
+  check(h < c.n_layers, "--head-layers ", h, " leaves no layers for the workers");
+
+  // Profiles and link probes, all workers at once.
+  std::vector<std::future<void>> fs;
+  for (auto& wp : r.workers) {
+    RemoteWorker* w = wp.get();
+    fs.push_back(std::async(std::launch::async, [w, &o, &r] {
+      proto::ProfileRequest req;
+      req.model_id = r.model_path;
+      req.model_sha256 = r.fingerprint;
+      req.context_length = static_cast<uint32_t>(o.n_ctx);
+      const proto::Profile p = expect<proto::Profile>(w->request(make_frame(req), o.io_timeout), w->label());
+      w->name = p.device_name;
+      w->threads = static_cast<int>(p.threads);
+      w->profile.output_ms = p.output_ms;
+      w->profile.layer_ms = p.layer_ms;
+      w->profile.memory_bytes = p.memory_budget_bytes;
+      constexpr uint32_t kProbe = 256 * 1024;
+      w->rtt_ms = best_probe(*w, 0, 3, o.io_timeout);
+      const double big = best_probe(*w, kProbe, 2, o.io_timeout);
+      w->bytes_per_s = std::clamp(2.0 * kProbe / (std::max(big - w->rtt_ms, 1e-3) / 1000.0), 1e5, 1e11);
+    }));
+  }
+  for (auto& f : fs) f.get();
+  for (auto& w : r.workers) {
+    check(static_cast<int>(w->profile.layer_ms.size()) == c.n_layers, w->label(), " profiled ",
+          w->profile.layer_ms.size(), " layers, the model has ", c.n_layers);
+  }
+
+  planner::ModelCost cost;
+  const uint64_t kv_per_token = 2 * sizeof(float) * static_cast<uint64_t>(c.kv_dim());
+  for (int l = h; l < c.n_layers; ++l) {
+    cost.layer_bytes.push_back(model.layer_weight_bytes(l));
+    cost.kv_bytes_per_token.push_back(kv_per_token);
+  }
+  cost.context_length = static_cast<int64_t>(o.n_ctx) * o.max_sequences;
+  cost.hidden_bytes = proto::wire_bytes(r.transfer, 1, static_cast<uint64_t>(c.dim));
+  cost.logits_bytes = sizeof(float) * static_cast<uint64_t>(c.n_vocab);
+  cost.embed_bytes = model.embed_weight_bytes();
+  cost.output_bytes = model.output_weight_bytes();
+  if (c.tied_output) cost.output_bytes_on_head = model.output_weight_bytes() - model.token_embd().nbytes;
+
+  planner::Cluster cl;
+  cl.head = 0;
+  planner::Device head;
+  head.name = "head";
+  const bool head_computes = o.head_layers < 0;
+  if (head_computes) {
+    ThreadPool pool(o.threads);
+    DeviceProfile p = measure_profile(model, pool, 1.0, 0);
+    head.layer_ms = p.layer_ms;
+    head.output_ms = p.output_ms;
+    head.memory_bytes = p.memory_bytes;
+  } else {
+    // The head runs no (more) layers: price them out of reach. Its output may still be
+    // asked for with --output-at-head, applied below.
+    head.layer_ms.assign(static_cast<size_t>(c.n_layers), 1e8);
+    head.output_ms = 1e8;
+    head.memory_bytes = available_memory();
+  }
+  head.layer_ms.erase(head.layer_ms.begin(), head.layer_ms.begin() + h);
+  cl.devices.push_back(head);
+  for (auto& w : r.workers) {
+    planner::Device d;
+    d.name = w->addr.str();
+    d.layer_ms.assign(w->profile.layer_ms.begin() + h, w->profile.layer_ms.end());
+    d.output_ms = w->profile.output_ms;
+    d.memory_bytes = w->profile.memory_bytes;
+    cl.devices.push_back(d);
+  }
+  const size_t nd = cl.devices.size();
+  cl.links.assign(nd, std::vector<planner::Link>(nd));
+  for (size_t i = 0; i < nd; ++i) {
+    for (size_t j = 0; j < nd; ++j) {
+      if (i == j) continue;
+      // Head <-> worker links are measured; worker <-> worker links are estimated from
+      // both workers' links to the head (the slower of the two).
+      const RemoteWorker* a = i ? r.workers[i - 1].get() : nullptr;
+      const RemoteWorker* b = j ? r.workers[j - 1].get() : nullptr;
+      planner::Link l;
+      if (!a || !b) {
+        const RemoteWorker* w = a ? a : b;
+        l.latency_ms = w->rtt_ms / 2;
+        l.bytes_per_s = w->bytes_per_s;
+      } else {
+        l.latency_ms = std::max(a->rtt_ms, b->rtt_ms) / 2;
+        l.bytes_per_s = std::min(a->bytes_per_s, b->bytes_per_s);
+      }
+      cl.links[i][j] = l;
+    }
+  }
+  planner::Options po;
+  po.allow_output_at_head = head_computes || o.output_at_head;
+  planner::Plan plan = planner::solve(cost, cl, po);
+
+  PlanResult p;
+  p.head_first = 0;
+  p.head_last = h;
+  if (h > 0) p.parts.push_back({-1, 0, h});
+  for (const auto& s : plan.assignment.stages) {
+    if (s.device == 0) {
+      // The head as a stage of its own: after any fixed share it already runs, and
+      // only contiguous with it (the head keeps one range).
+      check(h == 0 || s.first == 0, "the planner split the head's layers");
+      p.head_first = h > 0 ? 0 : s.first + h;
+      p.head_last = s.last + h;
+      if (h > 0) {
+        p.parts.back().last = s.last + h;
+        continue;
+      }
+    }
+    p.parts.push_back({s.device - 1, s.first + h, s.last + h});
+  }
+  // A plan whose last stage is the head runs the output there too.
+  p.output_at_head = plan.assignment.output_at_head || o.output_at_head || p.parts.back().worker < 0;
+  p.predicted_ms = plan.prediction.latency_ms;
+  p.summary = planner::describe(cl, plan.assignment);
+  r.log(cat("plan (", plan.solver, "): ", p.summary, ", predicted ", plan.prediction.latency_ms,
+            " ms/token, bottleneck ", plan.prediction.bottleneck_ms, " ms"));
+  return p;
+}
+
+}  // namespace braid::dist

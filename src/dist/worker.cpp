@@ -1,0 +1,360 @@
+// braid worker: accepts connections, authenticates them, and serves the head's control
+// requests (measure a profile, load a layer range, link to the next device). The data
+// path is in worker_data.cpp.
+//
+// Every connection starts with HELLO and LINK from the dialer; the worker answers HELLO
+// and LINKED. LINK says what the connection is: a head's control link (a new session),
+// or the input or output link of an existing session.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "braid/error.h"
+#include "dist/worker_impl.h"
+#include "dist/worker_model.h"
+
+namespace braid::dist {
+
+using namespace std::chrono_literals;
+
+void Session::close() {
+  std::lock_guard<std::mutex> lock(mu);
+  closed = true;
+  for (auto* c : {&out, &in, &control})
+    if (*c) (*c)->interrupt();
+  cv.notify_all();
+}
+
+Worker::Impl::Impl(net::Tls t, WorkerOptions o) : tls(std::move(t)), opt(std::move(o)) {
+  check(opt.threads >= 1, "threads must be at least 1");
+  check(opt.slowdown >= 1.0 && opt.slowdown <= 1000.0, "--slowdown must be in [1, 1000] (got ", opt.slowdown, ")");
+  if (opt.name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    opt.name = host;
+  }
+}
+
+void Worker::Impl::log(const std::string& line) const {
+  if (opt.log) {
+    opt.log(line);
+  } else {
+    std::fprintf(stderr, "braid worker %s: %s\n", opt.name.c_str(), line.c_str());
+    std::fflush(stderr);
+  }
+}
+
+void Worker::Impl::spawn(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ++running;
+  }
+  std::thread([this, fn = std::move(fn)] {
+    fn();
+    std::lock_guard<std::mutex> lock(mu);
+    --running;
+    cv.notify_all();
+  }).detach();
+}
+
+std::shared_ptr<Session> Worker::Impl::find_session(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = sessions.find(id);
+  return it == sessions.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Session> Worker::Impl::new_session(const std::shared_ptr<net::Connection>& conn) {
+  auto s = std::make_shared<Session>();
+  s->head = conn->peer();
+  s->control = conn;
+  std::random_device rd;
+  std::lock_guard<std::mutex> lock(mu);
+  do s->id = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  while (s->id == 0 || sessions.count(s->id));
+  sessions[s->id] = s;
+  return s;
+}
+
+Incoming Worker::Impl::recv_idle(net::Connection& conn, const std::function<bool()>& alive) {
+  while (!conn.wait_readable(500ms)) check(alive(), "shutting down");
+  return receive(conn, opt.io_timeout);
+}
+
+void Worker::Impl::attach_output(const std::shared_ptr<net::Connection>& conn, Session& s) {
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    check(!s.out && !s.closed, "session ", s.id, " already has an output link");
+    s.out = conn;
+  }
+  s.cv.notify_all();
+}
+
+void Worker::Impl::handle(std::shared_ptr<net::Connection> conn, bool handshake) {
+  const std::string peer = conn->peer();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    live.insert(conn);
+  }
+  Link link;
+  try {
+    if (handshake) conn->handshake_server(opt.handshake_timeout);
+    check_hello(receive(*conn, opt.handshake_timeout), peer);
+    Incoming second = receive(*conn, opt.handshake_timeout);
+    const Link* l = second.get<Link>();
+    check(l != nullptr, "expected LINK after HELLO, got ", second.name());
+    link = *l;
+  } catch (const Error& e) {
+    log(cat("refused ", peer, ": ", e.what()));
+    std::lock_guard<std::mutex> lock(mu);
+    live.erase(conn);
+    return;
+  }
+  try {
+    const proto::Frame hello = make_hello(proto::Role::kWorker, opt.name);
+    if (link.kind == LinkKind::kControl) {
+      std::shared_ptr<Session> s = new_session(conn);
+      send(*conn, hello, Linked{s->id}, opt.io_timeout);
+      log(cat("head ", peer, " connected (session ", s->id, ")"));
+      control_loop(conn, s);
+    } else if (std::shared_ptr<Session> s = find_session(link.session)) {
+      send(*conn, hello, Linked{s->id}, opt.io_timeout);
+      if (link.kind == LinkKind::kInput) {
+        input_loop(conn, s);
+      } else {
+        attach_output(conn, *s);
+      }
+    } else {
+      const std::string why = cat("no session ", link.session, " on worker ", opt.name);
+      send(*conn, make_error(why, proto::ErrorCode::kUnknownSequence), opt.io_timeout);
+      log(cat("refused ", peer, ": ", why));
+    }
+  } catch (const Error& e) {
+    if (!stopping.load()) log(cat("dropped ", peer, ": ", e.what()));
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  live.erase(conn);
+}
+
+void Worker::Impl::control_loop(const std::shared_ptr<net::Connection>& conn, const std::shared_ptr<Session>& s) {
+  std::string why = "the head said goodbye";
+  try {
+    while (true) {
+      Incoming in = recv_idle(*conn, [&] { return !stopping.load() && !s->closed; });
+      if (in.get<proto::Shutdown>()) break;
+      handle_request(in, *s, *conn);
+    }
+  } catch (const Error& e) {
+    why = e.what();
+  }
+  s->close();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    sessions.erase(s->id);
+  }
+  if (!stopping.load()) log(cat("session ", s->id, " with ", conn->peer(), " ended: ", why));
+  conn->close();
+}
+
+void Worker::Impl::ensure_model(Session& s, const std::string& path, const proto::Sha256& fingerprint) {
+  if (s.model) {
+    check(path == s.model_path, "this session already serves ", s.model_path);
+    return;
+  }
+  std::error_code ec;
+  check(std::filesystem::is_regular_file(path, ec), "model file '", path, "' not found on worker ", opt.name);
+  auto model = Model::load(path);
+  const proto::Sha256 mine = model_fingerprint(model->gguf(), std::filesystem::file_size(path, ec));
+  check(mine == fingerprint, "model file '", path, "' on worker ", opt.name, " is not the head's (fingerprint ",
+        short_hex(mine), " vs ", short_hex(fingerprint), ")");
+  s.model = std::move(model);
+  s.model_path = path;
+  s.pool = std::make_unique<ThreadPool>(opt.threads);
+  log(cat("session ", s.id, ": mapped ", path, " (", s.model->config().n_layers, " layers)"));
+}
+
+void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& conn) {
+  const net::Millis t = opt.io_timeout;
+  try {
+    if (const auto* r = in.get<proto::ProfileRequest>()) {
+      ensure_model(s, r->model_id, r->model_sha256);
+      const DeviceProfile p = measure_profile(*s.model, *s.pool, opt.slowdown, opt.mem_limit);
+      proto::Profile reply;
+      reply.device_name = opt.name;
+      reply.threads = static_cast<uint32_t>(opt.threads);
+      reply.memory_budget_bytes = p.memory_bytes;
+      reply.memory_total_bytes = p.memory_total;
+      reply.output_ms = p.output_ms;
+      reply.layer_ms = p.layer_ms;
+      send(conn, make_frame(reply), t);
+    } else if (const auto* l = in.get<proto::Load>()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ensure_model(s, l->model_id, l->model_sha256);
+      check(!s.stage, "layers are already assigned in this session");
+      check(l->logits_mode == proto::LogitsMode::kFull, "top-k logits are not supported by this worker");
+      const ModelConfig& c = s.model->config();
+      const int first = static_cast<int>(l->first_layer), last = static_cast<int>(l->last_layer);
+      const int n_ctx = static_cast<int>(l->context_length), max_seqs = static_cast<int>(l->max_sequences);
+      check(first <= last && last <= c.n_layers && (first < last || l->runs_output), "bad layer range [", first,
+            ", ", last, ") for a model of ", c.n_layers, " layers");
+      check(n_ctx >= 1 && n_ctx <= (1 << 24), "bad context size ", n_ctx);
+      check(max_seqs >= 1 && max_seqs <= 4096, "bad sequence count ", max_seqs);
+      uint64_t weights = 0;
+      for (int i = first; i < last; ++i) weights += s.model->layer_weight_bytes(i);
+      if (l->runs_output) weights += s.model->output_weight_bytes();
+      if (opt.mem_limit) {
+        // The planner respects the limit already; a fixed split may not.
+        const uint64_t need = weights + static_cast<uint64_t>(last - first) * static_cast<uint64_t>(n_ctx) *
+                                            static_cast<uint64_t>(max_seqs) * 2 * sizeof(float) *
+                                            static_cast<uint64_t>(c.kv_dim());
+        check(need <= opt.mem_limit, "layers [", first, ", ", last, ") with ", max_seqs, " sequence(s) of ", n_ctx,
+              " positions need ", need >> 20, " MiB, more than this worker's --mem-limit of ", opt.mem_limit >> 20,
+              " MiB");
+      }
+      s.stage = std::make_unique<Stage>(s.model, first, last, n_ctx, max_seqs, *s.pool, opt.slowdown);
+      s.run_output = l->runs_output;
+      s.transfer = l->activation_type;
+      s.label = cat("layers [", first, ", ", last, ")", s.run_output ? " + output" : "");
+      log(cat("session ", s.id, ": ", s.label, " of ", s.model_path));
+      proto::Loaded reply;
+      reply.first_layer = l->first_layer;
+      reply.last_layer = l->last_layer;
+      reply.resident_bytes = weights;
+      reply.load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      send(conn, make_frame(reply), t);
+    } else if (const auto* r = in.get<Route>()) {
+      // Link to the successor now, so the first token does not pay for it.
+      auto next =
+          std::shared_ptr<net::Connection>(net::Connection::dial(tls, net::Endpoint::parse(r->next), opt.handshake_timeout));
+      send(*next, make_hello(proto::Role::kWorker, opt.name), Link{LinkKind::kInput, r->session}, t);
+      check_hello(receive(*next, t), "worker " + r->next);
+      expect<Linked>(receive(*next, t), "worker " + r->next);
+      attach_output(next, s);
+      s.forward_end = true;
+      log(cat("session ", s.id, ": linked to ", r->next));
+      send(conn, Linked{s.id}, t);
+    } else if (const auto* d = in.get<DialBack>()) {
+      // Dial-out mode: the head cannot reach us, so we open its data links.
+      check(head_addr.has_value(), "DIAL_BACK outside dial-out mode");
+      auto link = std::shared_ptr<net::Connection>(net::Connection::dial(tls, *head_addr, opt.handshake_timeout));
+      send(*link, make_hello(proto::Role::kWorker, opt.name), Link{d->kind, s.id}, t);
+      check_hello(receive(*link, t), "head " + head_addr->str());
+      expect<Linked>(receive(*link, t), "head " + head_addr->str());
+      std::shared_ptr<Session> sp = find_session(s.id);
+      check(sp != nullptr, "session ended");
+      if (d->kind == LinkKind::kInput) {
+        spawn([this, link, sp] {
+          try {
+            input_loop(link, sp);
+          } catch (const Error& e) {
+            if (!stopping.load()) log(cat("dropped ", link->peer(), ": ", e.what()));
+          }
+        });
+      } else {
+        attach_output(link, s);
+      }
+      send(conn, Linked{s.id}, t);
+    } else if (const auto* p = in.get<proto::Probe>()) {
+      check(!p->is_reply, "unexpected probe echo");
+      proto::Probe echo;
+      echo.is_reply = true;
+      echo.sent_us = p->sent_us;
+      echo.padding.assign(std::min<uint32_t>(p->reply_bytes, 64u << 20), 0);
+      send(conn, make_frame(echo), t);
+    } else if (const auto* h = in.get<proto::Heartbeat>()) {
+      proto::Heartbeat hb;
+      hb.time_us = h->time_us;
+      hb.in_flight = s.stage ? static_cast<uint32_t>(s.stage->open_sequences()) : 0;
+      send(conn, make_frame(hb), t);
+    } else {
+      fail("unexpected ", in.name(), " frame on a control link");
+    }
+  } catch (const Error& e) {
+    log(cat("session ", s.id, ": ", in.name(), " failed: ", e.what()));
+    send(conn, make_error(e.what()), t);
+  }
+}
+
+Worker::Worker(net::Tls tls, WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(tls), std::move(options))) {}
+
+Worker::~Worker() { stop(); }
+
+void Worker::serve(net::Listener& listener) {
+  Impl& w = *impl_;
+  while (!w.stopping.load()) {
+    std::unique_ptr<net::Connection> c = listener.accept(500ms);
+    if (!c) continue;
+    bool full;
+    {
+      std::lock_guard<std::mutex> lock(w.mu);
+      full = w.running >= w.opt.max_connections;
+    }
+    if (full) {
+      w.log(cat("refused ", c->peer(), ": too many connections (", w.opt.max_connections, ")"));
+      continue;
+    }
+    std::shared_ptr<net::Connection> conn(std::move(c));
+    w.spawn([&w, conn] { w.handle(conn, true); });
+  }
+  stop();
+}
+
+void Worker::serve_head(const net::Endpoint& head) {
+  Impl& w = *impl_;
+  w.head_addr = head;
+  bool said_waiting = false;
+  // One session after another, until stopped: a phone stays in the cluster across runs.
+  while (!w.stopping.load()) {
+    std::shared_ptr<net::Connection> conn;
+    std::shared_ptr<Session> s;
+    try {
+      conn = net::Connection::dial(w.tls, head, w.opt.handshake_timeout);
+      s = w.new_session(conn);
+      send(*conn, make_hello(proto::Role::kWorker, w.opt.name), Link{LinkKind::kControl, s->id}, w.opt.io_timeout);
+      check_hello(receive(*conn, w.opt.io_timeout), "head " + head.str());
+      expect<Linked>(receive(*conn, w.opt.io_timeout), "head " + head.str());
+    } catch (const Error& e) {
+      if (s) {
+        std::lock_guard<std::mutex> lock(w.mu);
+        w.sessions.erase(s->id);
+      }
+      const std::string m = e.what();
+      // A head that is not up yet is normal; anything else (a wrong secret) is said
+      // every time.
+      const bool not_up = m.find("connection refused") != std::string::npos;
+      if (!not_up || !said_waiting) w.log(not_up ? cat("waiting for the head at ", head.str()) : m);
+      said_waiting = said_waiting || not_up;
+      for (int i = 0; i < 20 && !w.stopping.load(); ++i) std::this_thread::sleep_for(100ms);
+      continue;
+    }
+    said_waiting = false;
+    w.log(cat("joined the head at ", head.str(), " (session ", s->id, ")"));
+    {
+      std::lock_guard<std::mutex> lock(w.mu);
+      w.live.insert(conn);
+    }
+    w.control_loop(conn, s);
+    std::lock_guard<std::mutex> lock(w.mu);
+    w.live.erase(conn);
+  }
+  stop();
+}
+
+void Worker::stop() {
+  Impl& w = *impl_;
+  w.stopping.store(true);
+  std::vector<std::shared_ptr<Session>> ss;
+  {
+    std::lock_guard<std::mutex> lock(w.mu);
+    for (auto& c : w.live) c->interrupt();
+    for (auto& [id, s] : w.sessions) ss.push_back(s);
+  }
+  for (auto& s : ss) s->close();
+  // Connection threads notice within their 100-500 ms slices.
+  std::unique_lock<std::mutex> lock(w.mu);
+  w.cv.wait(lock, [&] { return w.running == 0; });
+}
+
+}  // namespace braid::dist

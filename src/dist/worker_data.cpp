@@ -1,0 +1,108 @@
+// The worker's data path: frames from the predecessor go through this stage's layers
+// (and the output, on the last stage) and on to the successor. Errors travel the same
+// way, so the head always gets an answer for a batch it sent, or sees the ring break.
+#include <chrono>
+
+#include "braid/error.h"
+#include "dist/worker_impl.h"
+
+namespace braid::dist {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The output link: the successor worker's, or the head's. The head links it before it
+// sends the first batch, but a frame may overtake that; wait a bounded time.
+std::shared_ptr<net::Connection> wait_output(Session& s, net::Millis timeout) {
+  std::unique_lock<std::mutex> lock(s.mu);
+  s.cv.wait_for(lock, timeout, [&] { return s.out != nullptr || s.closed; });
+  check(!s.closed, "session closed");
+  check(s.out != nullptr, "no output link after ", net::format_duration(timeout));
+  return s.out;
+}
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+}  // namespace
+
+void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn, const std::shared_ptr<Session>& sp) {
+  Session& s = *sp;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.in || s.closed) {
+      send(*conn, make_error(cat("session ", s.id, " already has an input link")), opt.io_timeout);
+      return;
+    }
+    s.in = conn;
+  }
+  std::string why;
+  try {
+    while (true) {
+      Incoming in = recv_idle(*conn, [&] { return !stopping.load() && !s.closed; });
+      const auto received = Clock::now();
+      const uint64_t seq = in.frame.sequence_id;
+      if (auto* a = in.get<proto::Activations>()) {
+        proto::Frame out;
+        try {
+          check(s.stage != nullptr, "no layers assigned");
+          const ModelConfig& c = s.model->config();
+          check(a->dim == static_cast<uint32_t>(c.dim), "hidden states of width ", a->dim, ", the model's is ", c.dim);
+          std::vector<float> hidden = a->to_f32();
+          const int n = static_cast<int>(a->n_tokens);
+          const auto t0 = Clock::now();
+          s.stage->run(seq, static_cast<int>(a->pos0), n, hidden.data());
+          std::vector<proto::StageTiming> timings = std::move(a->timings);
+          proto::StageTiming mine;
+          mine.first_layer = static_cast<uint32_t>(s.stage->first());
+          mine.last_layer = static_cast<uint32_t>(s.stage->last());
+          mine.wait_ms = static_cast<float>(std::chrono::duration<double, std::milli>(t0 - received).count());
+          if (s.run_output) {
+            const int rows = a->all_logits ? n : 1;
+            proto::Logits l;
+            l.pos0 = a->pos0 + static_cast<uint32_t>(n - rows);
+            l.n_tokens = static_cast<uint32_t>(rows);
+            l.n_vocab = static_cast<uint32_t>(c.n_vocab);
+            l.full.resize(static_cast<size_t>(rows) * static_cast<size_t>(c.n_vocab));
+            s.stage->output(hidden.data() + static_cast<size_t>(n - rows) * c.dim, rows, l.full.data());
+            mine.compute_ms = static_cast<float>(ms_since(t0));
+            timings.push_back(mine);
+            l.timings = std::move(timings);
+            out = make_frame(std::move(l), seq, in.frame.step);
+          } else {
+            proto::Activations next = proto::Activations::from_f32(a->pos0, a->dim, hidden, s.transfer);
+            next.all_logits = a->all_logits;
+            mine.compute_ms = static_cast<float>(ms_since(t0));
+            timings.push_back(mine);
+            next.timings = std::move(timings);
+            out = make_frame(std::move(next), seq, in.frame.step);
+          }
+        } catch (const Error& e) {
+          out = make_error(cat("worker ", opt.name, " (", s.label, "): ", e.what()), proto::ErrorCode::kInternal, seq);
+        }
+        send(*wait_output(s, opt.io_timeout), out, opt.io_timeout);
+      } else if (in.get<proto::SeqReset>()) {
+        if (s.stage) s.stage->end(seq);
+        if (s.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+      } else if (const auto* k = in.get<proto::KvTruncate>()) {
+        if (s.stage) s.stage->truncate(seq, static_cast<int>(k->keep));
+        if (s.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+      } else if (in.get<proto::ErrorMessage>()) {
+        // From upstream: pass it on towards the head.
+        send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+      } else {
+        fail("unexpected ", in.name(), " frame on a data link");
+      }
+    }
+  } catch (const Error& e) {
+    why = e.what();
+  }
+  // The ring is broken (or over): close the session so the failure reaches the head
+  // through the rest of the ring instead of leaving it waiting.
+  const bool was_closed = s.closed;
+  s.close();
+  if (!stopping.load() && !was_closed) log(cat("session ", s.id, ": input from ", conn->peer(), " ended: ", why));
+}
+
+}  // namespace braid::dist

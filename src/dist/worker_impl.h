@@ -1,0 +1,84 @@
+// The worker's internals shared by worker.cpp (connections, control requests) and
+// worker_data.cpp (the data path).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "braid/cluster.h"
+#include "braid/model.h"
+#include "braid/thread_pool.h"
+#include "braid/transport.h"
+#include "braid/protocol.h"
+#include "dist/transport_frames.h"
+#include "dist/worker_stage.h"
+
+namespace braid::dist {
+
+// What one head asked of this worker: a model, a layer range, the links around it.
+// Lives while the head's control connection does.
+struct Session {
+  uint64_t id = 0;
+  std::string head;  // the control peer, for log lines
+  std::shared_ptr<const Model> model;
+  std::string model_path;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<Stage> stage;  // set by kAssign
+  bool run_output = false;
+  bool forward_end = false;  // the successor is a worker (it needs SEQ_RESET too)
+  proto::WireType transfer = proto::WireType::kF32;
+  std::string label;  // "layers [2, 5)" for messages
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::shared_ptr<net::Connection> out;  // the successor, or the head's output link
+  std::shared_ptr<net::Connection> in;   // the predecessor's link
+  std::shared_ptr<net::Connection> control;
+  std::atomic<bool> closed{false};
+
+  // Interrupts every link; threads serving them end soon after.
+  void close();
+};
+
+struct Worker::Impl {
+  Impl(net::Tls tls, WorkerOptions options);
+
+  void log(const std::string& line) const;
+  // Runs one accepted connection to its end (own thread).
+  void handle(std::shared_ptr<net::Connection> conn, bool handshake);
+  // A new, empty session for a control link (its id goes back in LINKED).
+  std::shared_ptr<Session> new_session(const std::shared_ptr<net::Connection>& conn);
+  void control_loop(const std::shared_ptr<net::Connection>& conn, const std::shared_ptr<Session>& s);
+  // Serves a predecessor's link: frames in, through the stage, out to the successor.
+  void input_loop(const std::shared_ptr<net::Connection>& conn, const std::shared_ptr<Session>& s);
+  void attach_output(const std::shared_ptr<net::Connection>& conn, Session& s);
+  // One control request and its reply (an ERROR frame when it fails).
+  void handle_request(Incoming& in, Session& s, net::Connection& conn);
+  // Maps and checks the model a request names (once per session).
+  void ensure_model(Session& s, const std::string& path, const proto::Sha256& fingerprint);
+  std::shared_ptr<Session> find_session(uint64_t id);
+  // Reads the next frame on a link that may stay idle for long (the head waits for a
+  // user): no deadline until the first byte, then io_timeout; ends when stopping.
+  Incoming recv_idle(net::Connection& conn, const std::function<bool()>& alive);
+  void spawn(std::function<void()> fn);
+
+  net::Tls tls;
+  WorkerOptions opt;
+  std::optional<net::Endpoint> head_addr;  // dial-out mode: where data links go
+  std::atomic<bool> stopping{false};
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint64_t, std::shared_ptr<Session>> sessions;
+  std::set<std::shared_ptr<net::Connection>> live;  // interrupted on stop()
+  int running = 0;                                   // connection threads
+};
+
+}  // namespace braid::dist

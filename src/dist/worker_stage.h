@@ -1,0 +1,58 @@
+// One stage of the ring: a contiguous range of layers of a model, one KV cache per
+// sequence, and (on the last stage) the output norm + head. Workers run their stage for
+// every frame that arrives; the head runs its own layers through the same class, so a
+// cluster computes exactly what Model::forward computes on one device.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "braid/kv_cache.h"
+#include "braid/model.h"
+#include "braid/thread_pool.h"
+
+namespace braid::dist {
+
+class Stage {
+ public:
+  // Layers [first, last) (may be empty when the stage only runs the output), KV caches
+  // of n_ctx positions, at most max_seqs sequences at once. slowdown >= 1 makes every
+  // run take that many times its measured time (emulating a slower device).
+  Stage(std::shared_ptr<const Model> model, int first, int last, int n_ctx, int max_seqs, ThreadPool& pool,
+        double slowdown = 1.0);
+
+  int first() const { return first_; }
+  int last() const { return last_; }
+  const Model& model() const { return *model_; }
+
+  // Runs the layers in place on hidden [n][dim] of sequence `seq` at positions
+  // [pos0, pos0 + n). A new sequence gets a cache on its first call. Throws braid::Error
+  // for positions that do not fit the cache or are beyond what the sequence holds, or
+  // when max_seqs sequences are already open.
+  void run(uint64_t seq, int pos0, int n, float* hidden);
+  // Output norm + head on `rows` rows of hidden: logits [rows][n_vocab].
+  void output(const float* hidden, int rows, float* logits);
+  // Forgets a sequence (no-op when unknown).
+  void end(uint64_t seq);
+  // Keeps the first `keep` positions of a sequence (no-op when unknown).
+  void truncate(uint64_t seq, int keep);
+  int open_sequences() const;
+
+  // Seconds spent computing so far (without the slowdown padding), for stage timings.
+  double busy_seconds() const { return busy_s_; }
+
+ private:
+  void pad(double seconds);
+
+  std::shared_ptr<const Model> model_;
+  int first_, last_, n_ctx_, max_seqs_;
+  ThreadPool& pool_;
+  double slowdown_;
+  mutable std::mutex mu_;  // the pool is not reentrant; sequences share it
+  std::map<uint64_t, std::unique_ptr<KVCache>> kv_;
+  double busy_s_ = 0;
+};
+
+}  // namespace braid::dist

@@ -1,0 +1,218 @@
+// braid::run_bench: prompt processing and generation timings over a Forward, then the
+// peak RSS and the machine's read bandwidth.
+#include "braid/bench.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "braid/error.h"
+#include "braid/model.h"
+#include "braid/quant.h"
+
+namespace braid {
+
+namespace {
+
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void check_finite(const std::vector<float>& logits, const char* test) {
+  for (float v : logits)
+    check(std::isfinite(v), "bench: the model produced a non-finite logit (", v, ") in ", test);
+}
+
+std::string fmt_rate(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+
+}  // namespace
+
+double BenchStat::median() const {
+  if (samples.empty()) return 0;
+  std::vector<double> s = samples;
+  std::sort(s.begin(), s.end());
+  const size_t n = s.size();
+  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+double BenchStat::mean() const {
+  if (samples.empty()) return 0;
+  double sum = 0;
+  for (double v : samples) sum += v;
+  return sum / static_cast<double>(samples.size());
+}
+
+double BenchStat::stddev() const {
+  if (samples.size() < 2) return 0;
+  const double m = mean();
+  double ss = 0;
+  for (double v : samples) ss += (v - m) * (v - m);
+  return std::sqrt(ss / static_cast<double>(samples.size() - 1));
+}
+
+BenchModelInfo bench_model_info(const Model& model, const std::string& path, const std::string& type) {
+  const ModelConfig& c = model.config();
+  const GgufFile& g = model.gguf();
+  BenchModelInfo info;
+  info.path = path;
+  info.name = g.get_str("general.name", "");
+  info.arch = arch_name(c.arch);
+  info.n_layers = c.n_layers;
+  info.n_vocab = c.n_vocab;
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) info.file_bytes = static_cast<uint64_t>(st.st_size);
+  std::map<DType, uint64_t> matrix_bytes;
+  for (const Tensor& t : g.tensors()) {
+    info.n_params += static_cast<uint64_t>(t.nelements());
+    if (t.n_dims >= 2) matrix_bytes[t.type] += t.nbytes;
+  }
+  info.type = type;
+  if (info.type.empty() && !matrix_bytes.empty()) {
+    auto most = std::max_element(matrix_bytes.begin(), matrix_bytes.end(),
+                                 [](const auto& a, const auto& b) { return a.second < b.second; });
+    info.type = dtype_name(most->first);
+  }
+  uint64_t bytes = model.output_weight_bytes() + model.token_embd().row_size();
+  for (int l = 0; l < c.n_layers; ++l) bytes += model.layer_weight_bytes(l);
+  info.weight_bytes_per_token = bytes;
+  info.kv_bytes_per_position = 2ull * sizeof(float) * static_cast<uint64_t>(c.kv_dim()) * c.n_layers;
+  return info;
+}
+
+double BenchResult::gen_bytes_per_s() const {
+  return static_cast<double>(model.weight_bytes_per_token) * gen_tokens_per_s.median();
+}
+
+double BenchResult::bandwidth_fraction() const {
+  return bandwidth.bytes_per_s > 0 ? gen_bytes_per_s() / bandwidth.bytes_per_s : 0;
+}
+
+std::string BenchResult::to_json(int indent) const {
+  using json = nlohmann::ordered_json;
+  auto rate = [](const BenchStat& s) -> json { return s.samples.empty() ? json(nullptr) : json(s.median()); };
+  json j;
+  j["model"] = model.path;
+  j["model_name"] = model.name;
+  j["model_arch"] = model.arch;
+  j["model_type"] = model.type;
+  j["model_bytes"] = model.file_bytes;
+  j["model_params"] = model.n_params;
+  j["weight_bytes_per_token"] = model.weight_bytes_per_token;
+  j["engine"] = engine;
+  j["simd"] = simd;
+  j["threads"] = threads;
+  j["reps"] = reps;
+  j["n_ctx"] = n_ctx;
+  j["n_prompt"] = prompt.empty() ? 0 : prompt.front().n_prompt;
+  j["prompt_tokens_per_s"] = prompt.empty() ? json(nullptr) : rate(prompt.front().tokens_per_s);
+  json pp = json::array();
+  for (const PromptBench& p : prompt) {
+    pp.push_back({{"n_prompt", p.n_prompt},
+                  {"tokens_per_s", rate(p.tokens_per_s)},
+                  {"stddev", p.tokens_per_s.stddev()},
+                  {"samples", p.tokens_per_s.samples}});
+  }
+  j["prompt"] = pp;
+  j["n_gen"] = n_gen;
+  j["gen_tokens_per_s"] = rate(gen_tokens_per_s);
+  j["gen_stddev"] = gen_tokens_per_s.stddev();
+  j["gen_samples"] = gen_tokens_per_s.samples;
+  j["peak_rss_bytes"] = peak_rss_bytes;
+  j["kv_cache_bytes"] = kv_cache_bytes;
+  j["read_bandwidth_bytes_per_s"] = bandwidth.bytes_per_s > 0 ? json(bandwidth.bytes_per_s) : json(nullptr);
+  j["read_bandwidth_median_bytes_per_s"] =
+      bandwidth.bytes_per_s > 0 ? json(bandwidth.median_bytes_per_s) : json(nullptr);
+  j["bandwidth_buffer_bytes"] = bandwidth.buffer_bytes;
+  j["gen_bytes_per_s"] = gen_tokens_per_s.samples.empty() ? json(nullptr) : json(gen_bytes_per_s());
+  j["bandwidth_fraction"] =
+      gen_tokens_per_s.samples.empty() || bandwidth.bytes_per_s <= 0 ? json(nullptr) : json(bandwidth_fraction());
+  return j.dump(indent);
+}
+
+BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, const BenchOptions& opt,
+                      ThreadPool& pool) {
+  check(!opt.n_prompt.empty() || opt.n_gen > 0, "bench: nothing to measure (no prompt sizes and no generation)");
+  check(opt.reps >= 1 && opt.reps <= 1000, "bench: repetitions must be in [1, 1000], got ", opt.reps);
+  check(opt.n_gen >= 0, "bench: generation length must be >= 0, got ", opt.n_gen);
+  int n_ctx = opt.n_gen;
+  for (int p : opt.n_prompt) {
+    check(p >= 1, "bench: prompt sizes must be >= 1, got ", p);
+    n_ctx = std::max(n_ctx, p);
+  }
+
+  BenchResult r;
+  r.model = model;
+  r.engine = opt.engine;
+  r.simd = quant_simd_target();
+  r.threads = pool.size();
+  r.reps = opt.reps;
+  r.n_gen = opt.n_gen;
+  r.n_ctx = n_ctx;
+  r.kv_cache_bytes = model.kv_bytes_per_position * static_cast<uint64_t>(n_ctx);
+  auto log = [&](const std::string& s) {
+    if (opt.log) opt.log(s);
+  };
+
+  {
+    std::unique_ptr<Forward> fwd = make(n_ctx);
+    check(fwd != nullptr, "bench: no model to run");
+    check(fwd->n_ctx() >= n_ctx, "bench: the tests need ", n_ctx, " positions but the model holds ", fwd->n_ctx());
+    const int n_vocab = fwd->n_vocab();
+    check(n_vocab >= 1, "bench: the model has no vocabulary");
+    // Random ids: speed does not depend on which tokens are fed.
+    std::vector<int32_t> tokens(static_cast<size_t>(n_ctx));
+    uint64_t s = opt.seed;
+    for (int32_t& t : tokens) t = static_cast<int32_t>(splitmix(s) % static_cast<uint64_t>(n_vocab));
+    std::vector<float> logits(static_cast<size_t>(n_vocab));
+
+    for (int p : opt.n_prompt) {
+      PromptBench pb;
+      pb.n_prompt = p;
+      if (opt.warmup) fwd->forward(tokens.data(), p, 0, false, logits.data());
+      for (int rep = 0; rep < opt.reps; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        fwd->forward(tokens.data(), p, 0, false, logits.data());
+        pb.tokens_per_s.samples.push_back(p / std::max(seconds_since(t0), 1e-9));
+      }
+      check_finite(logits, "prompt processing");
+      log("pp" + std::to_string(p) + ": " + fmt_rate(pb.tokens_per_s.median()) + " tok/s");
+      r.prompt.push_back(std::move(pb));
+    }
+    if (opt.n_gen > 0) {
+      if (opt.warmup) fwd->forward(tokens.data(), 1, 0, false, logits.data());
+      for (int rep = 0; rep < opt.reps; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < opt.n_gen; ++i) fwd->forward(&tokens[static_cast<size_t>(i)], 1, i, false, logits.data());
+        r.gen_tokens_per_s.samples.push_back(opt.n_gen / std::max(seconds_since(t0), 1e-9));
+      }
+      check_finite(logits, "generation");
+      log("tg" + std::to_string(opt.n_gen) + ": " + fmt_rate(r.gen_tokens_per_s.median()) + " tok/s");
+    }
+    // Before the probe below allocates its buffer, and while the model and its cache
+    // are still alive.
+    r.peak_rss_bytes = peak_rss_bytes();
+  }
+
+  if (opt.measure_bandwidth) {
+    r.bandwidth = measure_read_bandwidth(pool, opt.bandwidth_buffer_bytes, opt.bandwidth_seconds);
+    log("read bandwidth: " + fmt_rate(r.bandwidth.bytes_per_s / 1e9) + " GB/s");
+  }
+  return r;
+}
+
+}  // namespace braid

@@ -1,0 +1,2 @@
+braid_test(test_gguf braid_format)
+braid_test(test_safetensors braid_format)

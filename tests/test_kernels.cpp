@@ -1,0 +1,342 @@
+// Kernels against scalar references (double precision, written for clarity), on odd
+// shapes that exercise every SIMD tail, plus the determinism the runtime relies on.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "braid/dtype.h"
+#include "braid/error.h"
+#include "braid/kernels.h"
+#include "braid/thread_pool.h"
+
+namespace braid {
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// A weight matrix of `rows` x `cols` stored as `type`, and the f32 values it holds.
+struct Weights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // what the stored numbers are, after rounding to `type`
+  Tensor t;
+};
+
+Weights make_weights(DType type, int64_t rows, int64_t cols, uint32_t seed) {
+  Weights w;
+  w.values = random_vec(static_cast<size_t>(rows * cols), seed);
+  const size_t esize = type == DType::F32 ? 4 : 2;
+  w.bytes.resize(w.values.size() * esize);
+  for (size_t i = 0; i < w.values.size(); ++i) {
+    if (type == DType::F32) {
+      std::memcpy(&w.bytes[i * 4], &w.values[i], 4);
+    } else {
+      const uint16_t h = type == DType::F16 ? f32_to_f16(w.values[i]) : f32_to_bf16(w.values[i]);
+      std::memcpy(&w.bytes[i * 2], &h, 2);
+      w.values[i] = type == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+    }
+  }
+  w.t.name = std::string("weights");
+  w.t.type = type;
+  w.t.n_dims = 2;
+  w.t.ne[0] = cols;
+  w.t.ne[1] = rows;
+  w.t.data = w.bytes.data();
+  w.t.nbytes = w.bytes.size();
+  return w;
+}
+
+class MatmulTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MatmulTest, MatchesScalarReferenceOnOddShapes) {
+  const DType type = GetParam();
+  ThreadPool pool(3);
+  uint32_t seed = 1;
+  for (int64_t rows : {1, 7, 33, 100}) {
+    for (int64_t cols : {1, 3, 8, 17, 64, 129, 1000}) {
+      for (int n : {1, 3, 4, 5, 9}) {
+        SCOPED_TRACE(testing::Message() << "rows " << rows << " cols " << cols << " n " << n);
+        Weights w = make_weights(type, rows, cols, seed++);
+        std::vector<float> x = random_vec(static_cast<size_t>(n * cols), seed++);
+        std::vector<float> y(static_cast<size_t>(n * rows), NAN);
+        matmul(w.t, x.data(), n, y.data(), pool);
+        for (int t = 0; t < n; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              ref += static_cast<double>(w.values[r * cols + c]) * x[t * cols + c];
+              mag += std::fabs(static_cast<double>(w.values[r * cols + c]) * x[t * cols + c]);
+            }
+            ASSERT_NEAR(y[t * rows + r], ref, 1e-6 * mag + 1e-7) << "token " << t << " row " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(MatmulTest, BatchAndThreadsDoNotChangeBits) {
+  // Prefill (n tokens at once) and decode (one at a time) must agree exactly, on any
+  // thread count: the distributed runtime's recovery replays a sequence as a prefill.
+  const DType type = GetParam();
+  const int64_t rows = 300, cols = 515;  // large enough to use the pool
+  const int n = 11;
+  Weights w = make_weights(type, rows, cols, 7);
+  std::vector<float> x = random_vec(static_cast<size_t>(n * cols), 8);
+  ThreadPool one(1), four(4);
+  std::vector<float> batched(static_cast<size_t>(n * rows)), threaded(batched.size()), single(batched.size());
+  matmul(w.t, x.data(), n, batched.data(), one);
+  matmul(w.t, x.data(), n, threaded.data(), four);
+  for (int t = 0; t < n; ++t) matmul(w.t, x.data() + t * cols, 1, single.data() + t * rows, four);
+  EXPECT_EQ(0, std::memcmp(batched.data(), threaded.data(), batched.size() * 4));
+  EXPECT_EQ(0, std::memcmp(batched.data(), single.data(), batched.size() * 4));
+}
+
+TEST_P(MatmulTest, RowToF32GivesStoredValues) {
+  Weights w = make_weights(GetParam(), 5, 37, 3);
+  std::vector<float> row(37);
+  for (int64_t r = 0; r < 5; ++r) {
+    tensor_row_f32(w.t, r, row.data());
+    for (int64_t c = 0; c < 37; ++c) ASSERT_EQ(row[c], w.values[r * 37 + c]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MatmulTest, ::testing::Values(DType::F32, DType::F16, DType::BF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(Matmul, SupportedTypes) {
+  EXPECT_TRUE(matmul_supported(DType::F32));
+  EXPECT_TRUE(matmul_supported(DType::F16));
+  EXPECT_TRUE(matmul_supported(DType::BF16));
+  EXPECT_FALSE(matmul_supported(DType::I32));
+  EXPECT_FALSE(matmul_supported(DType::F64));
+}
+
+TEST(Matmul, UnsupportedTypeIsAnError) {
+  std::vector<uint8_t> bytes(4 * 8 * 2);
+  Tensor t;
+  t.name = "blk.0.attn_q.weight";
+  t.type = DType::I32;
+  t.n_dims = 2;
+  t.ne[0] = 8;
+  t.ne[1] = 2;
+  t.data = bytes.data();
+  t.nbytes = bytes.size();
+  std::vector<float> x(8), y(2);
+  ThreadPool pool(1);
+  try {
+    matmul(t, x.data(), 1, y.data(), pool);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.0.attn_q.weight has type i32"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Dot, MatchesReference) {
+  for (int64_t n : {0, 1, 5, 16, 31, 64, 77, 1003}) {
+    auto a = random_vec(static_cast<size_t>(n), 10), b = random_vec(static_cast<size_t>(n), 11);
+    double ref = 0;
+    for (int64_t i = 0; i < n; ++i) ref += static_cast<double>(a[i]) * b[i];
+    EXPECT_NEAR(dot_f32(a.data(), b.data(), n), ref, 1e-5) << n;
+  }
+  // Strided rows give each row's dot_f32 exactly.
+  const int64_t rows = 9, stride = 40, n = 37;
+  auto a = random_vec(rows * stride, 12), x = random_vec(n, 13);
+  std::vector<float> y(rows);
+  dot_rows_f32(a.data(), stride, rows, x.data(), n, y.data());
+  for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(y[r], dot_f32(a.data() + r * stride, x.data(), n));
+}
+
+TEST(Norms, RmsNorm) {
+  const int n = 3, d = 37;
+  auto x = random_vec(n * d, 1, 3.0f), w = random_vec(d, 2);
+  std::vector<float> y(n * d);
+  rmsnorm(x.data(), w.data(), n, d, 1e-5f, y.data());
+  for (int t = 0; t < n; ++t) {
+    double ss = 0;
+    for (int i = 0; i < d; ++i) ss += static_cast<double>(x[t * d + i]) * x[t * d + i];
+    const double s = 1.0 / std::sqrt(ss / d + 1e-5);
+    for (int i = 0; i < d; ++i) EXPECT_NEAR(y[t * d + i], x[t * d + i] * s * w[i], 1e-6);
+  }
+  // In place gives the same.
+  rmsnorm(x.data(), w.data(), n, d, 1e-5f, x.data());
+  EXPECT_EQ(x, y);
+}
+
+TEST(Norms, LayerNorm) {
+  const int n = 2, d = 41;
+  auto x = random_vec(n * d, 3, 2.0f), w = random_vec(d, 4), b = random_vec(d, 5);
+  for (int t = 0; t < n; ++t) x[t * d] += 10.0f;  // a large mean must not hurt accuracy
+  std::vector<float> y(n * d), y_nob(n * d);
+  layernorm(x.data(), w.data(), b.data(), n, d, 1e-5f, y.data());
+  layernorm(x.data(), w.data(), nullptr, n, d, 1e-5f, y_nob.data());
+  for (int t = 0; t < n; ++t) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < d; ++i) mean += x[t * d + i];
+    mean /= d;
+    for (int i = 0; i < d; ++i) var += (x[t * d + i] - mean) * (x[t * d + i] - mean);
+    var /= d;
+    for (int i = 0; i < d; ++i) {
+      const double ref = (x[t * d + i] - mean) / std::sqrt(var + 1e-5) * w[i];
+      EXPECT_NEAR(y_nob[t * d + i], ref, 1e-5);
+      EXPECT_NEAR(y[t * d + i], ref + b[i], 1e-5);
+    }
+  }
+}
+
+// Reference RoPE: rotate each pair by its angle, in double.
+void rope_reference(const RopeParams& p, int pos0, int n, int n_heads, std::vector<double>& x) {
+  const int half = p.rope_dim / 2;
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < n_heads; ++h) {
+      for (int i = 0; i < half; ++i) {
+        double ang = (pos0 + t) * p.freq_scale * std::pow(p.theta, -2.0 * i / p.rope_dim);
+        if (p.freq_factors) ang /= p.freq_factors[i];
+        const size_t base = (static_cast<size_t>(t) * n_heads + h) * p.head_dim;
+        const size_t a = base + (p.neox ? i : 2 * i), b = base + (p.neox ? i + half : 2 * i + 1);
+        const double x0 = x[a], x1 = x[b];
+        x[a] = x0 * std::cos(ang) - x1 * std::sin(ang);
+        x[b] = x0 * std::sin(ang) + x1 * std::cos(ang);
+      }
+    }
+  }
+}
+
+TEST(Rope, BothStylesWithPartialDimsAndFactors) {
+  const int n = 4, n_heads = 3, head_dim = 12, pos0 = 37;
+  std::vector<float> factors = {1.0f, 2.0f, 4.5f, 8.0f, 1.5f, 3.0f};  // rope_dim / 2 at most
+  for (bool neox : {false, true}) {
+    for (int rope_dim : {12, 8}) {
+      for (const float* ff :
+           {static_cast<const float*>(nullptr), static_cast<const float*>(factors.data())}) {
+        RopeParams p;
+        p.head_dim = head_dim;
+        p.rope_dim = rope_dim;
+        p.theta = 500000.0f;
+        p.freq_scale = 0.5f;
+        p.freq_factors = ff;
+        p.neox = neox;
+        auto x = random_vec(n * n_heads * head_dim, 9);
+        std::vector<double> ref(x.begin(), x.end());
+        rope(p, pos0, n, n_heads, x.data());
+        rope_reference(p, pos0, n, n_heads, ref);
+        for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(x[i], ref[i], 2e-6) << i;
+      }
+    }
+  }
+}
+
+TEST(Rope, PositionZeroIsIdentity) {
+  RopeParams p;
+  p.head_dim = p.rope_dim = 8;
+  auto x = random_vec(8, 1);
+  auto y = x;
+  rope(p, 0, 1, 1, y.data());
+  EXPECT_EQ(x, y);
+}
+
+TEST(Activations, SoftmaxIsStable) {
+  std::vector<float> x = {1000.0f, 1001.0f, 999.0f, -1e30f};
+  softmax(x.data(), 4);
+  const double e0 = std::exp(-1.0), e2 = std::exp(-2.0), z = e0 + 1 + e2;
+  EXPECT_NEAR(x[0], e0 / z, 1e-7);
+  EXPECT_NEAR(x[1], 1 / z, 1e-7);
+  EXPECT_NEAR(x[2], e2 / z, 1e-7);
+  EXPECT_EQ(x[3], 0.0f);
+}
+
+TEST(Activations, SiluMulAndGelu) {
+  auto g = random_vec(101, 1, 6.0f), u = random_vec(101, 2);
+  auto out = g;
+  silu_mul(out.data(), u.data(), 101);
+  for (int i = 0; i < 101; ++i) {
+    const double ref = g[i] / (1 + std::exp(-static_cast<double>(g[i]))) * u[i];
+    EXPECT_NEAR(out[i], ref, 1e-6);
+  }
+  auto x = g;
+  gelu_tanh(x.data(), 101);
+  for (int i = 0; i < 101; ++i) {
+    const double v = g[i];
+    const double ref = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    EXPECT_NEAR(x[i], ref, 1e-6);
+  }
+  std::vector<float> y = {1, 2, 3, 4, 5, 6}, b = {10, 20, 30};
+  add_bias(y.data(), b.data(), 2, 3);
+  EXPECT_EQ(y, (std::vector<float>{11, 22, 33, 14, 25, 36}));
+  add_inplace(y.data(), b.data(), 3);
+  EXPECT_EQ(y, (std::vector<float>{21, 42, 63, 14, 25, 36}));
+}
+
+// Reference causal GQA attention in double.
+std::vector<double> attention_reference(const AttentionShape& s, const std::vector<float>& q, int n, int pos0,
+                                        const std::vector<float>& k, const std::vector<float>& v) {
+  const int hd = s.head_dim, qd = s.n_heads * hd, kvd = s.n_kv_heads * hd;
+  std::vector<double> out(static_cast<size_t>(n * qd));
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < s.n_heads; ++h) {
+      const int g = h / (s.n_heads / s.n_kv_heads);
+      const int len = pos0 + t + 1;
+      std::vector<double> sc(static_cast<size_t>(len));
+      double mx = -1e300;
+      for (int j = 0; j < len; ++j) {
+        double d = 0;
+        for (int i = 0; i < hd; ++i)
+          d += static_cast<double>(q[t * qd + h * hd + i]) * k[j * kvd + g * hd + i];
+        sc[j] = d / std::sqrt(static_cast<double>(hd));
+        mx = std::max(mx, sc[j]);
+      }
+      double z = 0;
+      for (auto& e : sc) z += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double acc = 0;
+        for (int j = 0; j < len; ++j) acc += sc[j] / z * v[j * kvd + g * hd + i];
+        out[t * qd + h * hd + i] = acc;
+      }
+    }
+  }
+  return out;
+}
+
+TEST(Attention, MatchesReferenceWithGqa) {
+  ThreadPool pool(3);
+  for (auto s : {AttentionShape{8, 2, 12}, AttentionShape{4, 4, 5}, AttentionShape{6, 1, 16}}) {
+    for (int pos0 : {0, 3, 70}) {
+      for (int n : {1, 6}) {
+        const int qd = s.n_heads * s.head_dim, kvd = s.n_kv_heads * s.head_dim, ctx = pos0 + n;
+        auto q = random_vec(static_cast<size_t>(n * qd), 1, 2.0f);
+        auto k = random_vec(static_cast<size_t>(ctx * kvd), 2, 2.0f);
+        auto v = random_vec(static_cast<size_t>(ctx * kvd), 3);
+        std::vector<float> out(static_cast<size_t>(n * qd));
+        attention(s, q.data(), n, pos0, k.data(), v.data(), out.data(), pool);
+        auto ref = attention_reference(s, q, n, pos0, k, v);
+        for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-6) << i;
+      }
+    }
+  }
+}
+
+TEST(Attention, BatchAndThreadsDoNotChangeBits) {
+  const AttentionShape s{8, 4, 16};
+  const int n = 40, pos0 = 200, qd = 128, kvd = 64, ctx = pos0 + n;
+  auto q = random_vec(static_cast<size_t>(n * qd), 4), k = random_vec(static_cast<size_t>(ctx * kvd), 5),
+       v = random_vec(static_cast<size_t>(ctx * kvd), 6);
+  ThreadPool one(1), four(4);
+  std::vector<float> a(static_cast<size_t>(n * qd)), b(a.size()), c(a.size());
+  attention(s, q.data(), n, pos0, k.data(), v.data(), a.data(), one);
+  attention(s, q.data(), n, pos0, k.data(), v.data(), b.data(), four);
+  for (int t = 0; t < n; ++t)
+    attention(s, q.data() + t * qd, 1, pos0 + t, k.data(), v.data(), c.data() + t * qd, four);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
+  EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * 4));
+}
+
+}  // namespace
+}  // namespace braid

@@ -1,0 +1,1 @@
+braid_test(test_tokenizer braid_text)
