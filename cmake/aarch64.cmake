@@ -23,5 +23,8 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
 set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
-# Tests run under user-mode qemu; -L lets it find the target's dynamic loader and libc.
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# Tests run under user-mode qemu. The arm64 loader and libc come from multiarch
+# (libc6:arm64, pulled in by libhwy1:arm64) at their usual paths, so no -L prefix:
+# with `-L /usr/aarch64-linux-gnu` (the cross toolchain's libc6-arm64-cross) qemu 7.2
+# hangs the first time a program starts a thread.
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64)

@@ -8,8 +8,9 @@
 # file requires OpenSSL). nlohmann-json and asio are header-only and shared with the
 # host. Builds with the toolchain file cmake/aarch64.cmake into $BUILD_DIR (default
 # build-aarch64) the test project cmake/aarch64-tests (the library modules plus the tests
-# below), then runs them through ctest, which starts each under
-# `qemu-aarch64 -L /usr/aarch64-linux-gnu` (no binfmt_misc needed).
+# below), then runs them through ctest, which starts each under `qemu-aarch64` (no
+# binfmt_misc needed; the arm64 loader and libc are multiarch's libc6:arm64 at their
+# usual paths, see cmake/aarch64.cmake for why not `-L /usr/aarch64-linux-gnu`).
 #
 # Settings: BUILD_DIR, JOBS (default nproc), TESTS (ctest regex, default all), QEMU_CPU
 # (e.g. "max,sve=off" to force the NEON paths; default qemu's "max": NEON + SVE/SVE2).
@@ -20,7 +21,7 @@ JOBS=${JOBS:-$(nproc)}
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/braid-ccache}
 
 HOST_PACKAGES=(g++-aarch64-linux-gnu qemu-user)
-TARGET_PACKAGES=(libhwy-dev:arm64 libgtest-dev:arm64 libssl-dev:arm64)
+TARGET_PACKAGES=(libc6:arm64 libhwy-dev:arm64 libgtest-dev:arm64 libssl-dev:arm64)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
@@ -46,7 +47,8 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 built=$(date +%s)
 echo "cross_aarch64: built in $((built - start)) s" >&2
 
-# qemu reads QEMU_CPU; say which SIMD target the kernels will pick.
+# qemu reads QEMU_CPU: "max" offers NEON, SVE and SVE2, and test_quant runs its kernels
+# on every SIMD target the CPU offers.
 export QEMU_CPU=${QEMU_CPU:-max}
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${TESTS:+-R "$TESTS"}
 echo "cross_aarch64: tests ran in $(($(date +%s) - built)) s under qemu-aarch64 (QEMU_CPU=$QEMU_CPU)" >&2

@@ -209,6 +209,18 @@ TEST(Dataset, PackingCoversTheStreamOnce) {
   EXPECT_EQ(q.targets(), 50);
   EXPECT_EQ(error_of([&] { pack_rows(s, 1, 0); }), "sequence length must be at least 2 (got 1)");
   EXPECT_EQ(pack_rows(TokenStream{{5}, {1}}, 8, 0).rows(), 0u);
+  // Rows with no target are dropped: here the middle row is all prompt.
+  TokenStream m;
+  for (int i = 0; i < 13; ++i) {
+    m.tokens.push_back(i);
+    m.mask.push_back(i < 5 || i > 9 ? 1 : 0);
+  }
+  const PackedRows r = pack_rows(m, 4, -1);  // rows start at 0, 3, 6, 9: 6..9 has no target
+  ASSERT_EQ(r.rows(), 3u);
+  EXPECT_EQ(r.tokens[0], 0);
+  EXPECT_EQ(r.tokens[4], 3);
+  EXPECT_EQ(r.tokens[8], 9);
+  EXPECT_EQ(r.targets(), 4 + 3);  // tokens 1..4 and 10..12
 }
 
 TEST(Dataset, SplitIsDeterministicBySeed) {

@@ -31,8 +31,8 @@ namespace {
 
 const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                         DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-// Types with hand-written x86 kernels (the others run the portable ones everywhere).
-bool has_x86_kernels(DType t) { return t != DType::Q2_K && t != DType::Q3_K; }
+// Types with AVX-512 kernels (on AVX3_DL, q2_K and q3_K run the AVX2 ones).
+bool has_avx512_kernels(DType t) { return t != DType::Q2_K && t != DType::Q3_K; }
 
 // Test data from integer arithmetic only, so it is bit-identical on every machine:
 // uniform() is a multiple of 2^-19 in [-1, 1), bell() a sum of three (exact in f32).
@@ -44,7 +44,9 @@ struct Rng {
     s ^= s << 17;
     return s;
   }
-  float uniform() { return static_cast<float>(static_cast<int32_t>(next() >> 44) - (1 << 19)) * (1.0f / (1 << 19)); }
+  float uniform() {
+    return static_cast<float>(static_cast<int32_t>(next() >> 44) - (1 << 19)) * (1.0f / (1 << 19));
+  }
   float bell() { return uniform() + uniform() + uniform(); }
 };
 
@@ -114,8 +116,8 @@ TEST(Quant, KnownValuesQ4_0) {
   for (int j = 0; j < 16; ++j) b[2 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
   const auto v = dequant(DType::Q4_0, b, 32);
   for (int j = 0; j < 16; ++j) {
-    EXPECT_EQ(v[j], (j - 8) * 2.0f) << j;          // low nibble: element j
-    EXPECT_EQ(v[16 + j], (7 - j) * 2.0f) << j;     // high nibble: element 16 + j
+    EXPECT_EQ(v[j], (j - 8) * 2.0f) << j;       // low nibble: element j
+    EXPECT_EQ(v[16 + j], (7 - j) * 2.0f) << j;  // high nibble: element 16 + j
   }
   EXPECT_EQ(v[0], -16.0f);
   EXPECT_EQ(v[15], 14.0f);
@@ -139,7 +141,7 @@ TEST(Quant, KnownValuesQ4_1) {
 
 TEST(Quant, KnownValuesQ5_0) {
   std::vector<uint8_t> b(22);
-  put16(b.data(), 0x3C00);  // 1.0
+  put16(b.data(), 0x3C00);          // 1.0
   const uint32_t qh = 0x0000FFFFu;  // 5th bit set for elements 0..15
   std::memcpy(b.data() + 2, &qh, 4);
   for (int j = 0; j < 16; ++j) b[6 + j] = static_cast<uint8_t>(j | (j << 4));
@@ -154,15 +156,15 @@ TEST(Quant, KnownValuesQ5_0) {
 
 TEST(Quant, KnownValuesQ5_1) {
   std::vector<uint8_t> b(24);
-  put16(b.data(), 0x3400);      // d = 0.25
-  put16(b.data() + 2, 0x4000);  // m = 2
+  put16(b.data(), 0x3400);          // d = 0.25
+  put16(b.data() + 2, 0x4000);      // m = 2
   const uint32_t qh = 0xFFFF0000u;  // 5th bit set for elements 16..31
   std::memcpy(b.data() + 4, &qh, 4);
   for (int j = 0; j < 16; ++j) b[8 + j] = static_cast<uint8_t>(1 | (2 << 4));
   const auto v = dequant(DType::Q5_1, b, 32);
   for (int j = 0; j < 16; ++j) {
-    EXPECT_EQ(v[j], 2.25f) << j;       // 1 * 0.25 + 2
-    EXPECT_EQ(v[16 + j], 6.5f) << j;   // 18 * 0.25 + 2
+    EXPECT_EQ(v[j], 2.25f) << j;      // 1 * 0.25 + 2
+    EXPECT_EQ(v[16 + j], 6.5f) << j;  // 18 * 0.25 + 2
   }
 }
 
@@ -268,9 +270,9 @@ TEST(Quant, KnownValuesQ3_K) {
     }
     scales[8 + j % 4] = static_cast<uint8_t>(scales[8 + j % 4] | ((sc6[j] >> 4) << (2 * (j / 4))));
   }
-  for (int i = 0; i < 32; ++i) b[i] = static_cast<uint8_t>((i * 29) & 0xFF);        // hmask
-  for (int i = 0; i < 64; ++i) b[32 + i] = static_cast<uint8_t>((i * 53) & 0xFF);   // qs
-  put16(b.data() + 108, 0x3400);  // d = 0.25
+  for (int i = 0; i < 32; ++i) b[i] = static_cast<uint8_t>((i * 29) & 0xFF);       // hmask
+  for (int i = 0; i < 64; ++i) b[32 + i] = static_cast<uint8_t>((i * 53) & 0xFF);  // qs
+  put16(b.data() + 108, 0x3400);                                                   // d = 0.25
   const auto v = dequant(DType::Q3_K, b, 256);
   for (int e = 0; e < 256; ++e) {
     const int h = e / 128, j = (e % 128) / 32, r = e % 32;
@@ -378,11 +380,12 @@ TEST(Quant, ActivationMatchesLlamaCppQ8) {
 TEST(Quant, RoundTripErrorBounds) {
   struct Bound {
     DType t;
-    double rms;      // relative RMS error on unit normal data
+    double rms;  // relative RMS error on unit normal data
   };
-  const Bound bounds[] = {{DType::Q8_0, 0.0065}, {DType::Q4_0, 0.105}, {DType::Q4_1, 0.095}, {DType::Q5_0, 0.052},
-                          {DType::Q5_1, 0.045},  {DType::Q4_K, 0.085}, {DType::Q5_K, 0.043}, {DType::Q6_K, 0.021},
-                          {DType::Q2_K, 0.36},   {DType::Q3_K, 0.18}};
+  const Bound bounds[] = {{DType::Q8_0, 0.0065}, {DType::Q4_0, 0.105}, {DType::Q4_1, 0.095},
+                          {DType::Q5_0, 0.052},  {DType::Q5_1, 0.045}, {DType::Q4_K, 0.085},
+                          {DType::Q5_K, 0.043},  {DType::Q6_K, 0.021}, {DType::Q2_K, 0.36},
+                          {DType::Q3_K, 0.18}};
   std::mt19937 gen(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int64_t k = 8192;
@@ -437,7 +440,8 @@ TEST(Quant, BadShapesThrow) {
   EXPECT_THROW(dequantize_row(DType::Q6_K, w.data(), x.data(), 255), Error);
   ActBuf buf(DType::Q4_0, 64);
   quant_activation(DType::Q4_0, x.data(), 64, buf.at());
-  EXPECT_THROW(quant_dot_rows(DType::Q4_0, w.data(), 10, 0, 2, buf.at(), 64, y.data()), Error);  // stride < row
+  EXPECT_THROW(quant_dot_rows(DType::Q4_0, w.data(), 10, 0, 2, buf.at(), 64, y.data()),
+               Error);  // stride < row
   EXPECT_THROW(quant_dot_rows(DType::Q4_0, w.data(), 36, 2, 1, buf.at(), 64, y.data()), Error);  // r1 < r0
   EXPECT_THROW(quant_dot_rows(DType::Q8_K, w.data(), 292, 0, 1, buf.at(), 256, y.data()), Error);
   EXPECT_THROW(quantize_row(DType::Q3_K, x.data(), w.data(), 300), Error);
@@ -482,7 +486,8 @@ Case random_case(DType t, int64_t k, int64_t rows, uint32_t seed) {
   std::vector<float> row(static_cast<size_t>(k));
   c.w.resize(c.stride * rows);
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t i = 0; i < k; ++i) row[i] = nd(gen) * (1.0f + static_cast<float>(i % 7)) + (r % 3 == 0 ? 0.5f : 0.0f);
+    for (int64_t i = 0; i < k; ++i)
+      row[i] = nd(gen) * (1.0f + static_cast<float>(i % 7)) + (r % 3 == 0 ? 0.5f : 0.0f);
     quantize_row(t, row.data(), c.w.data() + r * c.stride, k);
   }
   c.x.resize(static_cast<size_t>(k));
@@ -561,17 +566,17 @@ std::vector<int64_t> test_ks(DType t) {
 }
 
 // Every type must take the hand-written x86 kernels where they exist (AVX-512 VNNI on
-// AVX3_DL, AVX2 on AVX2 and AVX3), not silently fall back to the portable ones.
+// AVX3_DL, AVX2 on AVX2, AVX3 and for q2_K / q3_K on AVX3_DL), not silently fall back
+// to the portable ones.
 TEST(QuantSimd, X86KernelsCoverEveryType) {
   for_each_target([&] {
     const std::string target = quant_simd_target();
-    const std::string want = target == "AVX3_DL"                     ? "avx512-vnni"
-                             : target == "AVX2" || target == "AVX3" ? "avx2"
-                             : target == "SCALAR"                   ? "scalar"
-                                                                    : "portable";
     for (DType t : kTypes) {
-      EXPECT_EQ(quant::simd_kernel_name(t), has_x86_kernels(t) || want == "scalar" ? want : "portable")
-          << dtype_name(t);
+      const std::string want = target == "AVX3_DL" ? (has_avx512_kernels(t) ? "avx512-vnni" : "avx2")
+                               : target == "AVX2" || target == "AVX3" ? "avx2"
+                               : target == "SCALAR"                   ? "scalar"
+                                                                      : "portable";
+      EXPECT_EQ(quant::simd_kernel_name(t), want) << dtype_name(t);
     }
   });
 }
@@ -632,7 +637,8 @@ TEST(QuantSimd, MatchesReferenceOnRandomData) {
   std::vector<Prepared> cases;
   for (DType t : kTypes) {
     for (int64_t k : test_ks(t)) {
-      Prepared p{random_case(t, k, 9, static_cast<uint32_t>(k) * 31 + static_cast<uint32_t>(t)), nullptr, {}, {}};
+      Prepared p{
+          random_case(t, k, 9, static_cast<uint32_t>(k) * 31 + static_cast<uint32_t>(t)), nullptr, {}, {}};
       p.act = std::make_unique<ActBuf>(t, k);
       quant::activation_ref(t, p.c.x.data(), k, p.act->at());
       p.want = ref_dots(p.c, p.act->at(), 2, 9);
@@ -679,7 +685,8 @@ TEST(QuantSimd, TileIsBitIdenticalToDotRows) {
         for (int64_t i = 0; i < nn; ++i) {
           const auto one = simd_dots(c, buf.at(i), 1, rows);
           for (int64_t r = 0; r < rows - 1; ++r) {
-            ASSERT_EQ(tile[i * ldy + r], one[r]) << dtype_name(t) << " n=" << nn << " act " << i << " row " << r;
+            ASSERT_EQ(tile[i * ldy + r], one[r])
+                << dtype_name(t) << " n=" << nn << " act " << i << " row " << r;
           }
           ASSERT_EQ(tile[i * ldy + rows - 1], -7.0f);  // past r1 - r0: untouched
         }
@@ -695,7 +702,8 @@ TEST(QuantSimd, RowSplitDoesNotChangeResults) {
     ActBuf buf(t, k);
     quant_activation(t, c.x.data(), k, buf.at());
     const auto all = simd_dots(c, buf.at(), 0, rows);
-    for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(simd_dots(c, buf.at(), r, r + 1)[0], all[r]) << dtype_name(t);
+    for (int64_t r = 0; r < rows; ++r)
+      EXPECT_EQ(simd_dots(c, buf.at(), r, r + 1)[0], all[r]) << dtype_name(t);
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "braid/error.h"
 #include "braid/transport.h"
+#include "dist/transport_frames.h"
 
 #define ASIO_STANDALONE
 #include <asio.hpp>
@@ -16,6 +17,8 @@
 
 namespace braid::net {
 namespace {
+
+namespace proto = braid::proto;
 
 using namespace std::chrono_literals;
 
@@ -267,6 +270,76 @@ TEST(Transport, CertificateMode) {
   EXPECT_EQ(log[0], "ok beta");
   EXPECT_NE(log[1].find("TLS handshake failed"), std::string::npos) << log[1];
   EXPECT_NE(log[2].find("TLS handshake failed"), std::string::npos) << log[2];
+}
+
+// ---- Link frames (the transport's frame types 256..259). ----
+
+TEST(LinkFrames, RoundTripAndCanonical) {
+  using namespace braid::dist;
+  const std::vector<LinkMessage> msgs = {Link{LinkKind::kControl, 0}, Link{LinkKind::kOutput, 0x0102030405060708},
+                                         Linked{77}, Route{"10.0.0.2:7000", 99}, DialBack{LinkKind::kInput}};
+  for (const auto& m : msgs) {
+    const std::vector<uint8_t> b = encode_link(m);
+    ASSERT_EQ(b.size() >= 32, true);
+    EXPECT_EQ(b[6] | (b[7] << 8), 256 + static_cast<int>(m.index()));
+    Incoming in = decode_any(b.data(), b.size());
+    ASSERT_TRUE(in.is_link);
+    EXPECT_EQ(encode_link(in.link), b);
+    // Every truncation is refused.
+    for (size_t n = 0; n < b.size(); ++n) EXPECT_THROW(decode_any(b.data(), n), Error) << n;
+  }
+  const auto route = decode_any(encode_link(Route{"host:1", 5}).data(), encode_link(Route{"host:1", 5}).size());
+  ASSERT_NE(route.get<Route>(), nullptr);
+  EXPECT_EQ(route.get<Route>()->next, "host:1");
+  EXPECT_EQ(route.get<Route>()->session, 5u);
+  EXPECT_EQ(route.get<proto::Hello>(), nullptr);
+  EXPECT_EQ(route.name(), "ROUTE");
+}
+
+TEST(LinkFrames, GarbageIsAnErrorNeverACrash) {
+  using namespace braid::dist;
+  // Bad kinds, header fields, and random flips of valid frames: decode or braid::Error.
+  std::vector<uint8_t> link = encode_link(Link{LinkKind::kInput, 3});
+  std::vector<uint8_t> bad = link;
+  bad[32] = 7;  // kind
+  EXPECT_THROW(decode_any(bad.data(), bad.size()), Error);
+  bad = link;
+  bad[8] = 1;  // flags
+  EXPECT_THROW(decode_any(bad.data(), bad.size()), Error);
+  bad = link;
+  bad[16] = 1;  // a sequence id on a link frame
+  EXPECT_THROW(decode_any(bad.data(), bad.size()), Error);
+  bad = encode_link(DialBack{LinkKind::kInput});
+  bad[32] = 0;  // DIAL_BACK of a control link
+  EXPECT_THROW(decode_any(bad.data(), bad.size()), Error);
+  bad = encode_link(Route{"abc", 1});
+  bad[34] = static_cast<uint8_t>(0xff);  // not UTF-8
+  EXPECT_THROW(decode_any(bad.data(), bad.size()), Error);
+
+  uint64_t state = 12345;
+  auto rnd = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<uint32_t>(state >> 33);
+  };
+  const std::vector<std::vector<uint8_t>> seeds = {
+      link, encode_link(Route{"127.0.0.1:5555", 42}), encode_link(Linked{1}),
+      proto::encode(make_hello(proto::Role::kHead, "head")), proto::encode(make_error("boom", proto::ErrorCode::kInternal, 3))};
+  int decoded = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<uint8_t> b = seeds[rnd() % seeds.size()];
+    const int flips = 1 + static_cast<int>(rnd() % 4);
+    for (int k = 0; k < flips; ++k) b[rnd() % b.size()] = static_cast<uint8_t>(rnd());
+    if (rnd() % 4 == 0) b.resize(rnd() % (b.size() + 1));
+    try {
+      Incoming in = decode_any(b.data(), b.size());
+      if (in.is_link) {
+        EXPECT_EQ(encode_link(in.link), b);
+      }
+      ++decoded;
+    } catch (const Error&) {
+    }
+  }
+  EXPECT_GT(decoded, 0);
 }
 
 }  // namespace

@@ -18,7 +18,8 @@
 //   braid::Generator gen(*fwd, tokenizer);          // unchanged: local or remote
 //
 // Each worker maps the same model file (the head sends its path and a fingerprint of
-// its header). The layer assignment comes from the planner (each worker measures its
+// its header); a worker without it gets the tensors it needs streamed by the head. The
+// layer assignment comes from the planner (each worker measures its
 // time per layer after loading) or from a fixed split. Several sequences may be in
 // flight at once (one Forward each, used from different threads): the ring pipelines
 // them, each worker keeping one KV cache per sequence. Outputs are bit-identical to a
@@ -47,6 +48,10 @@ struct WorkerOptions {
   int threads = 1;           // compute threads per session
   uint64_t mem_limit = 0;    // bytes braid may use here; 0 = the memory available
   double slowdown = 1.0;     // >= 1: emulate a device this many times slower
+  // Where models are: a model the head names is looked up by its file name here. Empty:
+  // at the head's path. A model that is not found (or differs) is streamed by the head:
+  // only the tensors this worker needs, kept in memory for the session.
+  std::string model_dir;
   net::Millis handshake_timeout{10000};  // TLS + proof + first frame of a connection
   net::Millis io_timeout{120000};        // finishing a frame once it has started
   int max_connections = 64;  // connections served at once; more are refused

@@ -70,8 +70,8 @@ void quant_activation(DType wtype, const float* x, int64_t k, void* xq);
 // y[r - r0] = dot(row r of W, x) for r in [r0, r1). Row r starts at W + r*row_stride
 // and holds k elements (row_stride >= row_bytes(wtype, k)). xq is quant_activation's
 // output for wtype and the same k. Single-threaded; callers split rows across threads.
-void quant_dot_rows(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
-                    const void* xq, int64_t k, float* y);
+void quant_dot_rows(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1, const void* xq,
+                    int64_t k, float* y);
 
 // Several activations at once (prompt processing): for t in [0, n) and r in [r0, r1),
 //   y[t*ldy + (r - r0)] = dot(row r of W, x_t)

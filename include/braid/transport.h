@@ -24,8 +24,8 @@
 //                                         std::chrono::seconds(10));
 //   c->write(buf, n);  c->read(buf, n, std::chrono::seconds(30));
 //
-// Every blocking call has a time limit and throws braid::Error when it passes, or when
-// the peer goes away; nothing waits forever. A Connection is not thread-safe: one
+// Every blocking call has a time limit and throws braid::Error when it passes, when the
+// peer goes away, or soon after interrupt(); nothing waits past those. A Connection is not thread-safe: one
 // thread uses it at a time, except interrupt(), which any thread may call.
 #pragma once
 
@@ -92,11 +92,6 @@ class Connection {
   void write(const void* data, size_t n, Millis timeout);
   // Several buffers in one TLS write where they fit (fewer records and syscalls).
   void write2(const void* a, size_t na, const void* b, size_t nb, Millis timeout);
-
-  // Waits until a read would find data (or the peer closed), up to `timeout`. False on
-  // timeout; unlike read(), that leaves the connection usable. For links that may stay
-  // idle for long: wait in slices, then read() the message with a tight deadline.
-  bool wait_readable(Millis timeout);
 
   // Makes a read or write blocked in another thread (and every later one) fail within
   // about 100 ms. Thread-safe.

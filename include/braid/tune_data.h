@@ -100,6 +100,7 @@ struct PackedRows {
 };
 
 // Packs a stream (see the top of this file); padding is `pad` with mask 0. seq >= 2.
+// Rows without a single target (a long prompt's middle, say) are left out.
 PackedRows pack_rows(const TokenStream& stream, int seq, int32_t pad);
 
 // Moves round(val_frac * rows) rows, chosen with `seed`, to validation (at least one when

@@ -32,6 +32,12 @@ void add_cluster_options(CLI::App& app, ClusterFlags& f) {
   app.add_option("--transfer", f.transfer, "Hidden states on the wire: f32 (exact), f16 or q8")
       ->group(group)
       ->capture_default_str();
+  app.add_option("--batch-file", f.batch_file, "Generate for every line of FILE at once (pipelined on a cluster)")
+      ->group(group);
+  app.add_option("--connect-timeout", f.connect_timeout_s, "Seconds to connect to a worker (TCP + TLS + proof)")
+      ->group(group)
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   app.add_option("--net-timeout", f.timeout_s, "Seconds to wait for a worker's reply")
       ->group(group)
       ->check(CLI::Range(1, 86400))

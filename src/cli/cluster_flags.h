@@ -11,6 +11,7 @@
 #include <string>
 
 #include "braid/generate.h"
+#include "braid/sampler.h"
 #include "braid/model.h"
 #include "braid/thread_pool.h"
 
@@ -28,6 +29,7 @@ struct ClusterFlags {
   std::string transfer = "f32";
   int timeout_s = 120;
   int connect_timeout_s = 10;
+  std::string batch_file;  // several prompts at once (see run_batch)
 
   bool active() const { return !workers.empty() || !accept.empty(); }
 };
@@ -48,5 +50,27 @@ std::vector<std::unique_ptr<Forward>> make_ring_forwards(const ClusterFlags& fla
                                                          std::shared_ptr<const Model> model,
                                                          const std::string& model_path, int n_ctx, int threads,
                                                          int n);
+
+// `braid run --batch-file FILE`: every line of FILE is a prompt; they are generated
+// concurrently (up to 16 sequences in flight), which on a cluster pipelines them through
+// the ring: while one worker runs a token of one prompt, the next runs another's.
+// stdout: for each prompt, in file order, "=== N ===" on its own line, then its
+// continuation and a newline. --ids-out: one line of ids per prompt. Sampling as for one
+// prompt; prompt N's seed is the seed + N.
+struct BatchArgs {
+  std::string model;
+  SamplerParams sampling;
+  int64_t seed = -1;
+  int n_predict = 256;
+  int threads = 1;
+  int ctx = 0;
+  std::vector<std::string> stop;
+  std::string ids_out;
+  bool no_bos = false;
+  bool ignore_eos = false;
+};
+// `app` is the run subcommand: single-prompt flags (-p, -f, --prompt-tokens,
+// --logits-out) are refused alongside --batch-file.
+void run_batch(const ClusterFlags& flags, const BatchArgs& args, const CLI::App& app);
 
 }  // namespace braid::cli

@@ -42,6 +42,12 @@ struct RunArgs {
 };
 
 void run(const RunArgs& a, const CLI::App& app) {
+  if (!a.cluster.batch_file.empty()) {  // many prompts at once: cli/cluster_batch.cpp
+    run_batch(a.cluster, {a.model, a.sampling, a.seed, a.n_predict, a.threads, a.ctx, a.stop, a.ids_out, a.no_bos,
+                          a.ignore_eos},
+              app);
+    return;
+  }
   const int n_sources =
       static_cast<int>(app.count("--prompt") + app.count("--file") + app.count("--prompt-tokens"));
   check(n_sources == 1, n_sources == 0

@@ -267,7 +267,7 @@ and EOS only. Documents are packed into rows of --seq tokens. --val-frac of the 
 Schedule: linear warmup over --warmup steps (default 5% of --steps) to --lr, then cosine
 decay to --min-lr (default lr/10) at --steps. AdamW; no weight decay on norm weights.
 Each step trains --batch x --accum rows of --seq tokens.
-Presets (--dim etc. override): )";
+Presets (--dim etc. override):)";
 
 Command reg("train", "Train a language model from scratch (or fine-tune one) on text", [](CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();

@@ -23,7 +23,7 @@ namespace braid::cli {
 namespace {
 
 struct WorkerArgs {
-  std::string listen, connect, name, mem_limit, secret_file, ca, cert, key;
+  std::string listen, connect, name, mem_limit, secret_file, ca, cert, key, model_dir;
   int threads = 1;
   double slowdown = 1.0;
   int ready_fd = -1;
@@ -69,6 +69,7 @@ void run(const WorkerArgs& a) {
   o.slowdown = a.slowdown;
   if (!a.mem_limit.empty()) o.mem_limit = dist::parse_bytes(a.mem_limit);
   o.name = a.name;
+  o.model_dir = a.model_dir;
 
   if (!a.listen.empty()) {
     net::Listener listener(tls, net::Endpoint::parse(a.listen));
@@ -109,6 +110,9 @@ Command reg("worker", "Serve layers of a model to a cluster head", [](CLI::App& 
   app.add_option("--listen", a->listen, "Accept the head's connections on ADDR:PORT (port 0: any free port)");
   app.add_option("--connect", a->connect, "Dial out to the head at HOST:PORT instead (a device behind NAT)");
   app.add_option("--name", a->name, "Name shown in the head's plan (default: host:port)");
+  app.add_option("--model-dir", a->model_dir,
+                 "Look up the head's model by file name here (default: at the head's path); "
+                 "a model not found is streamed by the head");
   app.add_option("--mem-limit", a->mem_limit, "Memory braid may use here, e.g. 1.5G (default: what is free)");
   add_threads_option(app, a->threads);
   app.add_option("--secret-file", a->secret_file, "Cluster secret: any bytes, the same file on every device");

@@ -7,6 +7,7 @@
 
 #include "braid/error.h"
 #include "dist/head_ring.h"
+#include "dist/worker_stream.h"
 
 namespace braid::dist {
 
@@ -183,7 +184,9 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
     load.activation_type = r.transfer;
     load.context_length = static_cast<uint32_t>(options.n_ctx);
     load.max_sequences = static_cast<uint32_t>(options.max_sequences);
-    expect<proto::Loaded>(w.request(make_frame(load), options.io_timeout), "worker " + w.addr.str());
+    expect<proto::Loaded>(
+        r.request_with_model(w, make_frame(load), tensors_for_stage(r.model->gguf(), w.first, w.last, w.output)),
+        "worker " + w.addr.str());
   });
   for (auto& chain : r.chains) {
     for (size_t k = 0; k + 1 < chain->workers.size(); ++k) {

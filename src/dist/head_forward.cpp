@@ -18,8 +18,9 @@ void RingImpl::receive_loop(int c) {
   std::string why;
   try {
     while (!stopping.load()) {
-      if (!chain.out->wait_readable(200ms)) continue;
-      Incoming in = receive(*chain.out, opt.io_timeout);
+      // Idle while no sequence is in flight; the waiters time out on their own, and the
+      // ring's destructor interrupts this read.
+      Incoming in = receive_idle(*chain.out, opt.io_timeout);
       check(in.get<proto::Activations>() || in.get<proto::Logits>() || in.get<proto::ErrorMessage>(),
             "unexpected ", in.name(), " frame from ", chain.out->peer());
       std::lock_guard<std::mutex> lock(chain.mu);
@@ -91,9 +92,9 @@ class RemoteForward : public Forward {
           // prompt without all_logits get theirs too, unused.
           const int rows = all_logits ? m : 1;
           check(l->mode == proto::LogitsMode::kFull && static_cast<int>(l->n_tokens) == rows &&
-                    static_cast<int>(l->n_vocab) == c.n_vocab,
-                "worker sent logits for ", l->n_tokens, " tokens of ", l->n_vocab, ", expected ", rows, " of ",
-                c.n_vocab);
+                    static_cast<int>(l->n_vocab) == c.n_vocab && l->pos0 == static_cast<uint32_t>(pos0 + start + m - rows),
+                "worker sent logits for ", l->n_tokens, " tokens of ", l->n_vocab, " at ", l->pos0, ", expected ", rows,
+                " of ", c.n_vocab, " at ", pos0 + start + m - rows);
           if (all_logits) {
             std::copy(l->full.begin(), l->full.end(), logits + static_cast<size_t>(start) * c.n_vocab);
           } else if (last_batch) {

@@ -7,6 +7,7 @@
 #include "braid/error.h"
 #include "braid/planner.h"
 #include "dist/head_ring.h"
+#include "dist/worker_stream.h"
 
 namespace braid::dist {
 
@@ -117,7 +118,10 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
       req.model_id = r.model_path;
       req.model_sha256 = r.fingerprint;
       req.context_length = static_cast<uint32_t>(o.n_ctx);
-      const proto::Profile p = expect<proto::Profile>(w->request(make_frame(req), o.io_timeout), w->label());
+      // A worker without the model file gets the small tensors and the first layer to
+      // time (the others are estimated from their size).
+      const proto::Profile p = expect<proto::Profile>(
+          r.request_with_model(*w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)), w->label());
       w->name = p.device_name;
       w->threads = static_cast<int>(p.threads);
       w->profile.output_ms = p.output_ms;
@@ -223,8 +227,9 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
   p.output_at_head = plan.assignment.output_at_head || o.output_at_head || p.parts.back().worker < 0;
   p.predicted_ms = plan.prediction.latency_ms;
   p.summary = planner::describe(cl, plan.assignment);
-  r.log(cat("plan (", plan.solver, "): ", p.summary, ", predicted ", plan.prediction.latency_ms,
-            " ms/token, bottleneck ", plan.prediction.bottleneck_ms, " ms"));
+  r.log(cat("plan (", plan.solver, h > 0 ? cat(", layers from ", h) : std::string(), "): ", p.summary,
+            ", predicted ", plan.prediction.latency_ms, " ms/token, bottleneck ", plan.prediction.bottleneck_ms,
+            " ms"));
   return p;
 }
 

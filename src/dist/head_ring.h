@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "braid/cluster.h"
+#include "braid/mapped_file.h"
 #include "braid/thread_pool.h"
 #include "braid/protocol.h"
 #include "dist/transport_frames.h"
@@ -31,6 +33,7 @@ struct RemoteWorker {
   DeviceProfile profile;
   double rtt_ms = 0, bytes_per_s = 0;
   int first = 0, last = 0;  // assigned layers
+  std::set<std::string> streamed;  // tensors sent to it (a worker without the model file)
   bool output = false;      // runs the output norm + head
   bool dialed_in = false;   // reached us through HeadOptions::accept: only we can reach it
 
@@ -95,6 +98,10 @@ class RingImpl : public Ring {
   void wait_for_workers(int n, net::Millis timeout);
   // The data link of `kind` a dial-in worker opened for its session.
   std::shared_ptr<net::Connection> take_link(uint64_t session, LinkKind kind, net::Millis timeout);
+  // Sends a request that needs the model (PROFILE_REQUEST, LOAD) and returns the reply.
+  // A worker without the model file answers ERROR (model mismatch): it then gets the
+  // file's header and the tensors `needed` (head_stream.cpp), and the request again.
+  Incoming request_with_model(RemoteWorker& w, const proto::Frame& request, const std::vector<std::string>& needed);
   // Input/output link of worker w: dialed by us, or by it on request.
   std::shared_ptr<net::Connection> link_to(RemoteWorker& w, LinkKind kind);
 
@@ -103,6 +110,7 @@ class RingImpl : public Ring {
   HeadOptions opt;
   proto::WireType transfer = proto::WireType::kF32;
   std::string model_path;  // absolute, as the workers are told
+  std::shared_ptr<MappedFile> file;  // the model file's bytes, when streaming
   proto::Sha256 fingerprint{};
   std::vector<std::unique_ptr<RemoteWorker>> workers;
   std::vector<std::unique_ptr<Chain>> chains;

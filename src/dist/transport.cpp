@@ -270,30 +270,6 @@ void Connection::write2(const void* a, size_t na, const void* b, size_t nb, Mill
   }
 }
 
-bool Connection::wait_readable(Millis timeout) {
-  check(!impl_->broken && !interrupted_.load(), "connection to ", peer_, " is closed");
-  if (SSL_pending(impl_->ssl.native_handle()) > 0) return true;
-  Impl& impl = *impl_;
-  bool done = false;
-  impl.io.restart();
-  impl.ssl.lowest_layer().async_wait(asio::socket_base::wait_read, [&](const asio::error_code&) { done = true; });
-  const auto deadline = Clock::now() + timeout;
-  while (!done) {
-    const auto now = Clock::now();
-    if (interrupted_.load() || now >= deadline) {
-      asio::error_code ignored;
-      impl.ssl.lowest_layer().cancel(ignored);  // cancels the wait only; the stream stays intact
-      impl.io.restart();
-      while (!done) impl.io.run_one();
-      check(!interrupted_.load(), "connection to ", peer_, " was closed");
-      return false;
-    }
-    impl.io.run_one_for(std::min<Clock::duration>(kSlice, deadline - now));
-    if (impl.io.stopped() && !done) impl.io.restart();
-  }
-  return true;
-}
-
 void Connection::interrupt() { interrupted_.store(true); }
 
 void Connection::close() {

@@ -8,7 +8,15 @@
 namespace braid::dist {
 namespace {
 
-enum : uint16_t { kLink = kLinkFrameBase, kLinked, kRoute, kDialBack, kLastLink = kDialBack };
+enum : uint16_t {
+  kLink = kLinkFrameBase,
+  kLinked,
+  kRoute,
+  kDialBack,
+  kModelHeader,
+  kModelData,
+  kLastLink = kModelData
+};
 
 const char* link_name(uint16_t t) {
   switch (t) {
@@ -16,6 +24,8 @@ const char* link_name(uint16_t t) {
     case kLinked: return "LINKED";
     case kRoute: return "ROUTE";
     case kDialBack: return "DIAL_BACK";
+    case kModelHeader: return "MODEL_HEADER";
+    case kModelData: return "MODEL_DATA";
   }
   return "?";
 }
@@ -80,6 +90,27 @@ LinkMessage decode_link(uint16_t type, const uint8_t* p, size_t n, const proto::
       m = d;
       break;
     }
+    case kModelHeader: {
+      ModelHeader h;
+      h.file_size = r.u64("file_size");
+      const uint32_t n = r.u32("header_len");
+      if (n < 24 || n > h.file_size) r.fail("header_len", " is ", n, " for a file of ", h.file_size, " bytes");
+      auto b = r.bytes("header", n);
+      h.bytes.assign(b.begin(), b.end());
+      m = std::move(h);
+      break;
+    }
+    case kModelData: {
+      ModelData d;
+      d.tensor = r.str("tensor", limits.max_string_bytes);
+      d.offset = r.u64("offset");
+      const uint32_t n = r.u32("len");
+      if (n == 0) r.fail("len", " is 0");
+      auto b = r.bytes("data", n);
+      d.bytes.assign(b.begin(), b.end());
+      m = std::move(d);
+      break;
+    }
   }
   r.end();
   return m;
@@ -131,8 +162,18 @@ std::vector<uint8_t> encode_link(const LinkMessage& m) {
           check(v.next.size() <= proto::Limits{}.max_string_bytes, "address too long");
           w.str(v.next);
           w.u64(v.session);
-        } else {
+        } else if constexpr (std::is_same_v<T, DialBack>) {
           w.u8(static_cast<uint8_t>(v.kind));
+        } else if constexpr (std::is_same_v<T, ModelHeader>) {
+          w.u64(v.file_size);
+          w.u32(static_cast<uint32_t>(v.bytes.size()));
+          w.bytes(v.bytes);
+        } else {
+          check(v.tensor.size() <= proto::Limits{}.max_string_bytes, "tensor name too long");
+          w.str(v.tensor);
+          w.u64(v.offset);
+          w.u32(static_cast<uint32_t>(v.bytes.size()));
+          w.bytes(v.bytes);
         }
       },
       m);
@@ -171,9 +212,13 @@ void send(net::Connection& conn, const proto::Frame& f, const LinkMessage& m, ne
   conn.write2(a.data(), a.size(), b.data(), b.size(), timeout);
 }
 
-Incoming receive(net::Connection& conn, net::Millis timeout, const proto::Limits& limits) {
+namespace {
+
+Incoming receive_frame(net::Connection& conn, net::Millis first_byte, net::Millis timeout,
+                       const proto::Limits& limits) {
   uint8_t h[proto::kHeaderBytes];
-  conn.read(h, sizeof h, timeout);
+  conn.read(h, 1, first_byte);
+  conn.read(h + 1, sizeof h - 1, timeout);
   const uint16_t type = peek_type(h);
   const bool link = is_link_type(type) && std::memcmp(h, proto::kMagic, 4) == 0;
   uint32_t n = 0;
@@ -202,6 +247,17 @@ Incoming receive(net::Connection& conn, net::Millis timeout, const proto::Limits
     fail("bad frame from ", conn.peer(), ": ", e.what());
   }
   return in;
+}
+
+}  // namespace
+
+Incoming receive(net::Connection& conn, net::Millis timeout, const proto::Limits& limits) {
+  return receive_frame(conn, timeout, timeout, limits);
+}
+
+Incoming receive_idle(net::Connection& conn, net::Millis timeout, const proto::Limits& limits) {
+  // A year: "no deadline", in a duration that the clock arithmetic cannot overflow.
+  return receive_frame(conn, net::Millis(int64_t{365} * 24 * 3600 * 1000), timeout, limits);
 }
 
 proto::Frame make_hello(proto::Role role, const std::string& name) {

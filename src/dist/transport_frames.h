@@ -1,7 +1,7 @@
 // Frames over an authenticated Connection: the protocol's frames (braid/protocol.h) and
-// the runtime's four link frames, which say what a connection is for.
+// the runtime's link frames, which say what a connection is for (and stream a model).
 //
-// Link frames share the protocol's 32-byte header (magic, version, flags 0, reserved 0,
+// These share the protocol's 32-byte header (magic, version, flags 0, reserved 0,
 // payload length) with frame types from 256 up, outside the protocol's own range, so
 // a peer that does not know them refuses them as unknown types. docs/protocol.md
 // ("Links") specifies them:
@@ -13,6 +13,10 @@
 //                  its session; answered with LINKED once the worker has linked to it
 //   DIAL_BACK 259  head -> a worker that dialed in: u8 kind (1 input, 2 output): open
 //                  that link to the head; answered with LINKED
+//   MODEL_HEADER 260  head -> a worker without the model file: u64 file size, u32
+//                  length + the file's first bytes up to its tensor data (no reply)
+//   MODEL_DATA   261  head -> that worker: u16 length + tensor name, u64 offset in the
+//                  tensor, u32 length + bytes (no reply); chunks of one tensor in order
 #pragma once
 
 #include <cstdint>
@@ -43,7 +47,16 @@ struct Route {
 struct DialBack {
   LinkKind kind = LinkKind::kInput;
 };
-using LinkMessage = std::variant<Link, Linked, Route, DialBack>;
+struct ModelHeader {
+  uint64_t file_size = 0;
+  std::vector<uint8_t> bytes;
+};
+struct ModelData {
+  std::string tensor;
+  uint64_t offset = 0;
+  std::vector<uint8_t> bytes;
+};
+using LinkMessage = std::variant<Link, Linked, Route, DialBack, ModelHeader, ModelData>;
 
 inline constexpr uint16_t kLinkFrameBase = 256;
 
@@ -57,7 +70,7 @@ struct Incoming {
   template <class T>
   const T* get() const {
     if constexpr (std::is_same_v<T, Link> || std::is_same_v<T, Linked> || std::is_same_v<T, Route> ||
-                  std::is_same_v<T, DialBack>) {
+                  std::is_same_v<T, DialBack> || std::is_same_v<T, ModelHeader> || std::is_same_v<T, ModelData>) {
       return is_link ? std::get_if<T>(&link) : nullptr;
     } else {
       return is_link ? nullptr : std::get_if<T>(&frame.message);
@@ -88,6 +101,9 @@ void send(net::Connection& conn, const proto::Frame& f, const LinkMessage& m, ne
 // Reads and validates one frame. Throws braid::Error for a closed connection, a timeout,
 // or a malformed frame: "bad frame from 127.0.0.1:5555: not a braid frame: ...".
 Incoming receive(net::Connection& conn, net::Millis timeout, const proto::Limits& limits = {});
+// For links that are idle by design (a head waiting for its user): no deadline for the
+// next frame to start (interrupt() ends the wait), then `timeout` for the rest of it.
+Incoming receive_idle(net::Connection& conn, net::Millis timeout, const proto::Limits& limits = {});
 
 // The reply a request expects: an ERROR frame becomes a braid::Error with its message
 // (prefixed by who), anything other than T one saying what came instead.

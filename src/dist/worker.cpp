@@ -7,6 +7,7 @@
 // or the input or output link of an existing session.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -78,11 +79,6 @@ std::shared_ptr<Session> Worker::Impl::new_session(const std::shared_ptr<net::Co
   return s;
 }
 
-Incoming Worker::Impl::recv_idle(net::Connection& conn, const std::function<bool()>& alive) {
-  while (!conn.wait_readable(500ms)) check(alive(), "shutting down");
-  return receive(conn, opt.io_timeout);
-}
-
 void Worker::Impl::attach_output(const std::shared_ptr<net::Connection>& conn, Session& s) {
   {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -142,7 +138,7 @@ void Worker::Impl::control_loop(const std::shared_ptr<net::Connection>& conn, co
   std::string why = "the head said goodbye";
   try {
     while (true) {
-      Incoming in = recv_idle(*conn, [&] { return !stopping.load() && !s->closed; });
+      Incoming in = receive_idle(*conn, opt.io_timeout);
       if (in.get<proto::Shutdown>()) break;
       handle_request(in, *s, *conn);
     }
@@ -159,28 +155,70 @@ void Worker::Impl::control_loop(const std::shared_ptr<net::Connection>& conn, co
 }
 
 void Worker::Impl::ensure_model(Session& s, const std::string& path, const proto::Sha256& fingerprint) {
+  if (s.streamed) {
+    // Rebuilt when tensors arrived since (vectors are copied when a Model is built).
+    s.model = s.streamed->model();
+    if (!s.pool) s.pool = std::make_unique<ThreadPool>(opt.threads);
+    return;
+  }
   if (s.model) {
     check(path == s.model_path, "this session already serves ", s.model_path);
     return;
   }
+  const std::string local =
+      opt.model_dir.empty() ? path : (std::filesystem::path(opt.model_dir) / std::filesystem::path(path).filename()).string();
   std::error_code ec;
-  check(std::filesystem::is_regular_file(path, ec), "model file '", path, "' not found on worker ", opt.name);
-  auto model = Model::load(path);
-  const proto::Sha256 mine = model_fingerprint(model->gguf(), std::filesystem::file_size(path, ec));
-  check(mine == fingerprint, "model file '", path, "' on worker ", opt.name, " is not the head's (fingerprint ",
-        short_hex(mine), " vs ", short_hex(fingerprint), ")");
+  if (!std::filesystem::is_regular_file(local, ec))
+    throw ModelMissing(cat("model file '", local, "' not found on worker ", opt.name));
+  std::shared_ptr<const Model> model;
+  try {
+    model = Model::load(local);
+  } catch (const Error& e) {
+    throw ModelMissing(cat("model file '", local, "' on worker ", opt.name, " cannot be used: ", e.what()));
+  }
+  const proto::Sha256 mine = model_fingerprint(model->gguf(), std::filesystem::file_size(local, ec));
+  if (mine != fingerprint) {
+    throw ModelMissing(cat("model file '", local, "' on worker ", opt.name, " is not the head's (fingerprint ",
+                           short_hex(mine), " vs ", short_hex(fingerprint), ")"));
+  }
   s.model = std::move(model);
-  s.model_path = path;
+  s.model_path = local;
   s.pool = std::make_unique<ThreadPool>(opt.threads);
-  log(cat("session ", s.id, ": mapped ", path, " (", s.model->config().n_layers, " layers)"));
+  log(cat("session ", s.id, ": mapped ", local, " (", s.model->config().n_layers, " layers)"));
 }
 
 void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& conn) {
   const net::Millis t = opt.io_timeout;
   try {
+    if (const auto* h = in.get<ModelHeader>()) {
+      // The head streams the model (no reply; the request that needs it comes after).
+      check(!s.model || s.streamed, "this session already maps its model from a file");
+      if (!s.streamed) {
+        s.streamed = std::make_shared<StreamedModel>(h->file_size, h->bytes);
+        s.model_path = "(streamed)";
+        log(cat("session ", s.id, ": receiving the model from the head (", h->file_size >> 20, " MiB file)"));
+      }
+      return;
+    }
+    if (const auto* d = in.get<ModelData>()) {
+      check(s.streamed != nullptr, "MODEL_DATA before MODEL_HEADER");
+      s.streamed->put(d->tensor, d->offset, d->bytes.data(), d->bytes.size());
+      return;
+    }
     if (const auto* r = in.get<proto::ProfileRequest>()) {
       ensure_model(s, r->model_id, r->model_sha256);
-      const DeviceProfile p = measure_profile(*s.model, *s.pool, opt.slowdown, opt.mem_limit);
+      if (s.streamed) {
+        check(model_fingerprint(s.streamed->gguf(), s.streamed->file_size()) == r->model_sha256,
+              "the streamed model is not the one requested");
+      }
+      const int n_layers = s.model->config().n_layers;
+      const std::vector<bool> present =
+          s.streamed ? s.streamed->layers_present(n_layers) : std::vector<bool>(static_cast<size_t>(n_layers), true);
+      check(std::find(present.begin(), present.end(), true) != present.end(),
+            "no layer of the model has arrived to measure");
+      const bool output_present = !s.streamed || s.streamed->missing(0, 0, true).empty();
+      const DeviceProfile p =
+          measure_profile(*s.model, *s.pool, opt.slowdown, opt.mem_limit, &present, output_present);
       proto::Profile reply;
       reply.device_name = opt.name;
       reply.threads = static_cast<uint32_t>(opt.threads);
@@ -193,6 +231,15 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
       const auto t0 = std::chrono::steady_clock::now();
       ensure_model(s, l->model_id, l->model_sha256);
       check(!s.stage, "layers are already assigned in this session");
+      if (s.streamed) {
+        check(model_fingerprint(s.streamed->gguf(), s.streamed->file_size()) == l->model_sha256,
+              "the streamed model is not the one requested");
+        const std::string gap = s.streamed->missing(static_cast<int>(l->first_layer),
+                                                    static_cast<int>(l->last_layer), l->runs_output);
+        // Not here yet: the head streams what the assignment needs and asks again.
+        if (!gap.empty()) throw ModelMissing(cat("tensor ", gap, " of the assigned layers has not arrived"));
+        log(cat("session ", s.id, ": received ", s.streamed->received_bytes() >> 10, " KiB of tensors"));
+      }
       check(l->logits_mode == proto::LogitsMode::kFull, "top-k logits are not supported by this worker");
       const ModelConfig& c = s.model->config();
       const int first = static_cast<int>(l->first_layer), last = static_cast<int>(l->last_layer);
@@ -213,10 +260,13 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
               " positions need ", need >> 20, " MiB, more than this worker's --mem-limit of ", opt.mem_limit >> 20,
               " MiB");
       }
-      s.stage = std::make_unique<Stage>(s.model, first, last, n_ctx, max_seqs, *s.pool, opt.slowdown);
-      s.run_output = l->runs_output;
-      s.transfer = l->activation_type;
-      s.label = cat("layers [", first, ", ", last, ")", s.run_output ? " + output" : "");
+      {
+        std::lock_guard<std::mutex> lock(s.mu);
+        s.stage = std::make_unique<Stage>(s.model, first, last, n_ctx, max_seqs, *s.pool, opt.slowdown);
+        s.run_output = l->runs_output;
+        s.transfer = l->activation_type;
+        s.label = cat("layers [", first, ", ", last, ")", s.run_output ? " + output" : "");
+      }
       log(cat("session ", s.id, ": ", s.label, " of ", s.model_path));
       proto::Loaded reply;
       reply.first_layer = l->first_layer;
@@ -232,7 +282,10 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
       check_hello(receive(*next, t), "worker " + r->next);
       expect<Linked>(receive(*next, t), "worker " + r->next);
       attach_output(next, s);
-      s.forward_end = true;
+      {
+        std::lock_guard<std::mutex> lock(s.mu);
+        s.forward_end = true;
+      }
       log(cat("session ", s.id, ": linked to ", r->next));
       send(conn, Linked{s.id}, t);
     } else if (const auto* d = in.get<DialBack>()) {
@@ -271,6 +324,10 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
     } else {
       fail("unexpected ", in.name(), " frame on a control link");
     }
+  } catch (const ModelMissing& e) {
+    // Not a failure of the worker: the head may stream the model instead.
+    log(cat("session ", s.id, ": ", e.what()));
+    send(conn, make_error(e.what(), proto::ErrorCode::kModelMismatch), t);
   } catch (const Error& e) {
     log(cat("session ", s.id, ": ", in.name(), " failed: ", e.what()));
     send(conn, make_error(e.what()), t);
@@ -284,7 +341,7 @@ Worker::~Worker() { stop(); }
 void Worker::serve(net::Listener& listener) {
   Impl& w = *impl_;
   while (!w.stopping.load()) {
-    std::unique_ptr<net::Connection> c = listener.accept(500ms);
+    std::unique_ptr<net::Connection> c = listener.accept(200ms);
     if (!c) continue;
     bool full;
     {
@@ -326,7 +383,7 @@ void Worker::serve_head(const net::Endpoint& head) {
       const bool not_up = m.find("connection refused") != std::string::npos;
       if (!not_up || !said_waiting) w.log(not_up ? cat("waiting for the head at ", head.str()) : m);
       said_waiting = said_waiting || not_up;
-      for (int i = 0; i < 20 && !w.stopping.load(); ++i) std::this_thread::sleep_for(100ms);
+      for (int i = 0; i < 10 && !w.stopping.load(); ++i) std::this_thread::sleep_for(100ms);
       continue;
     }
     said_waiting = false;

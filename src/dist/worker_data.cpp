@@ -40,38 +40,39 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn, cons
   std::string why;
   try {
     while (true) {
-      Incoming in = recv_idle(*conn, [&] { return !stopping.load() && !s.closed; });
+      Incoming in = receive_idle(*conn, opt.io_timeout);
       const auto received = Clock::now();
       const uint64_t seq = in.frame.sequence_id;
+      const Session::DataPath d = s.data_path();
       if (auto* a = in.get<proto::Activations>()) {
         proto::Frame out;
         try {
-          check(s.stage != nullptr, "no layers assigned");
-          const ModelConfig& c = s.model->config();
+          check(d.stage != nullptr, "no layers assigned");
+          const ModelConfig& c = d.stage->model().config();
           check(a->dim == static_cast<uint32_t>(c.dim), "hidden states of width ", a->dim, ", the model's is ", c.dim);
           std::vector<float> hidden = a->to_f32();
           const int n = static_cast<int>(a->n_tokens);
           const auto t0 = Clock::now();
-          s.stage->run(seq, static_cast<int>(a->pos0), n, hidden.data());
+          d.stage->run(seq, static_cast<int>(a->pos0), n, hidden.data());
           std::vector<proto::StageTiming> timings = std::move(a->timings);
           proto::StageTiming mine;
-          mine.first_layer = static_cast<uint32_t>(s.stage->first());
-          mine.last_layer = static_cast<uint32_t>(s.stage->last());
+          mine.first_layer = static_cast<uint32_t>(d.stage->first());
+          mine.last_layer = static_cast<uint32_t>(d.stage->last());
           mine.wait_ms = static_cast<float>(std::chrono::duration<double, std::milli>(t0 - received).count());
-          if (s.run_output) {
+          if (d.run_output) {
             const int rows = a->all_logits ? n : 1;
             proto::Logits l;
             l.pos0 = a->pos0 + static_cast<uint32_t>(n - rows);
             l.n_tokens = static_cast<uint32_t>(rows);
             l.n_vocab = static_cast<uint32_t>(c.n_vocab);
             l.full.resize(static_cast<size_t>(rows) * static_cast<size_t>(c.n_vocab));
-            s.stage->output(hidden.data() + static_cast<size_t>(n - rows) * c.dim, rows, l.full.data());
+            d.stage->output(hidden.data() + static_cast<size_t>(n - rows) * c.dim, rows, l.full.data());
             mine.compute_ms = static_cast<float>(ms_since(t0));
             timings.push_back(mine);
             l.timings = std::move(timings);
             out = make_frame(std::move(l), seq, in.frame.step);
           } else {
-            proto::Activations next = proto::Activations::from_f32(a->pos0, a->dim, hidden, s.transfer);
+            proto::Activations next = proto::Activations::from_f32(a->pos0, a->dim, hidden, d.transfer);
             next.all_logits = a->all_logits;
             mine.compute_ms = static_cast<float>(ms_since(t0));
             timings.push_back(mine);
@@ -79,15 +80,15 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn, cons
             out = make_frame(std::move(next), seq, in.frame.step);
           }
         } catch (const Error& e) {
-          out = make_error(cat("worker ", opt.name, " (", s.label, "): ", e.what()), proto::ErrorCode::kInternal, seq);
+          out = make_error(cat("worker ", opt.name, " (", d.label, "): ", e.what()), proto::ErrorCode::kInternal, seq);
         }
         send(*wait_output(s, opt.io_timeout), out, opt.io_timeout);
       } else if (in.get<proto::SeqReset>()) {
-        if (s.stage) s.stage->end(seq);
-        if (s.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+        if (d.stage) d.stage->end(seq);
+        if (d.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
       } else if (const auto* k = in.get<proto::KvTruncate>()) {
-        if (s.stage) s.stage->truncate(seq, static_cast<int>(k->keep));
-        if (s.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+        if (d.stage) d.stage->truncate(seq, static_cast<int>(k->keep));
+        if (d.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
       } else if (in.get<proto::ErrorMessage>()) {
         // From upstream: pass it on towards the head.
         send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);

@@ -19,22 +19,43 @@
 #include "braid/protocol.h"
 #include "dist/transport_frames.h"
 #include "dist/worker_stage.h"
+#include "dist/worker_stream.h"
 
 namespace braid::dist {
+
+// The model a request names is not here (or differs): the head may stream it.
+struct ModelMissing : Error {
+  using Error::Error;
+};
 
 // What one head asked of this worker: a model, a layer range, the links around it.
 // Lives while the head's control connection does.
 struct Session {
+  // First, so that it goes last: a streamed model's Model and Stage point into it.
+  std::shared_ptr<StreamedModel> streamed;
   uint64_t id = 0;
   std::string head;  // the control peer, for log lines
   std::shared_ptr<const Model> model;
   std::string model_path;
   std::unique_ptr<ThreadPool> pool;
-  std::unique_ptr<Stage> stage;  // set by kAssign
+  // Set by LOAD and ROUTE on the control thread, under mu; the data thread reads them
+  // through data_path().
+  std::unique_ptr<Stage> stage;
   bool run_output = false;
   bool forward_end = false;  // the successor is a worker (it needs SEQ_RESET too)
   proto::WireType transfer = proto::WireType::kF32;
   std::string label;  // "layers [2, 5)" for messages
+
+  struct DataPath {
+    Stage* stage = nullptr;  // null until LOAD
+    bool run_output = false, forward_end = false;
+    proto::WireType transfer = proto::WireType::kF32;
+    std::string label;
+  };
+  DataPath data_path() {
+    std::lock_guard<std::mutex> lock(mu);
+    return {stage.get(), run_output, forward_end, transfer, label};
+  }
 
   std::mutex mu;
   std::condition_variable cv;
@@ -64,9 +85,6 @@ struct Worker::Impl {
   // Maps and checks the model a request names (once per session).
   void ensure_model(Session& s, const std::string& path, const proto::Sha256& fingerprint);
   std::shared_ptr<Session> find_session(uint64_t id);
-  // Reads the next frame on a link that may stay idle for long (the head waits for a
-  // user): no deadline until the first byte, then io_timeout; ends when stopping.
-  Incoming recv_idle(net::Connection& conn, const std::function<bool()>& alive);
   void spawn(std::function<void()> fn);
 
   net::Tls tls;

@@ -84,9 +84,11 @@ std::array<uint8_t, 32> model_fingerprint(const std::string& path) {
   return model_fingerprint(*g, size);
 }
 
-DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowdown, uint64_t mem_limit) {
+DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowdown, uint64_t mem_limit,
+                              const std::vector<bool>* present, bool output_present) {
   using Clock = std::chrono::steady_clock;
   const ModelConfig& c = model.config();
+  auto has = [&](int l) { return !present || (*present)[static_cast<size_t>(l)]; };
   DeviceProfile p;
   constexpr int kPositions = 8;
   constexpr int kRuns = 3;
@@ -97,6 +99,7 @@ DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowd
   p.layer_ms.assign(static_cast<size_t>(c.n_layers), 1e30);
   // Warm up (page in the weights, size the scratch), then the best of kRuns decode steps
   // at increasing positions (attention grows with the position; a few are negligible).
+  // Every layer runs so that the cache positions line up; absent ones are not timed.
   model.embed(&token, 1, 0, hidden.data());
   model.run_layers(0, c.n_layers, hidden.data(), 1, 0, kv, pool);
   for (int r = 0; r < kRuns; ++r) {
@@ -108,11 +111,25 @@ DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowd
       p.layer_ms[static_cast<size_t>(l)] = std::min(p.layer_ms[static_cast<size_t>(l)], ms);
     }
   }
-  p.output_ms = 1e30;
-  for (int r = 0; r < kRuns; ++r) {
-    const auto t0 = Clock::now();
-    model.output(hidden.data(), 1, logits.data(), pool);
-    p.output_ms = std::min(p.output_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  // ms per byte of the layers that were timed, for the ones that were not.
+  double timed_ms = 0, timed_bytes = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (!has(l)) continue;
+    timed_ms += p.layer_ms[static_cast<size_t>(l)];
+    timed_bytes += static_cast<double>(model.layer_weight_bytes(l));
+  }
+  const double ms_per_byte = timed_bytes > 0 ? timed_ms / timed_bytes : 0;
+  for (int l = 0; l < c.n_layers; ++l)
+    if (!has(l)) p.layer_ms[static_cast<size_t>(l)] = ms_per_byte * static_cast<double>(model.layer_weight_bytes(l));
+  if (output_present) {
+    p.output_ms = 1e30;
+    for (int r = 0; r < kRuns; ++r) {
+      const auto t0 = Clock::now();
+      model.output(hidden.data(), 1, logits.data(), pool);
+      p.output_ms = std::min(p.output_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+  } else {
+    p.output_ms = ms_per_byte * static_cast<double>(model.output_weight_bytes());
   }
   for (double& ms : p.layer_ms) ms *= slowdown;
   p.output_ms *= slowdown;

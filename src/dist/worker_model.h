@@ -31,8 +31,11 @@ struct DeviceProfile {
 
 // Times every layer (and the output) on one token at pool's thread count, taking the
 // best of a few runs, times `slowdown`. memory_bytes is mem_limit when non-zero, else
-// the memory available now.
-DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowdown, uint64_t mem_limit);
+// the memory available now. With `present` (a streamed model that holds only some
+// layers), only those are timed and the others estimated from their size at the same
+// ms per byte; the output likewise when `output_present` is false.
+DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowdown, uint64_t mem_limit,
+                              const std::vector<bool>* present = nullptr, bool output_present = true);
 
 // MemAvailable (Linux), else physical memory; 0 when unknown.
 uint64_t available_memory();

@@ -78,13 +78,13 @@ void quant_dot_rows(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0
   quant::dot_rows_simd(wtype, W, row_stride, r0, r1, xq, k, y);
 }
 
-void quant_matmul_tile(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1, const void* xq,
-                       size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
+void quant_matmul_tile(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
+                       const void* xq, size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
   check_rows(wtype, row_stride, r0, r1, xq, k);
   check(n >= 0, "negative activation count ", n);
   if (n == 0 || r0 == r1) return;
-  check(n == 1 || xq_stride >= quant_activation_bytes(wtype, k),
-        "activation stride ", xq_stride, " is shorter than one quantized activation");
+  check(n == 1 || xq_stride >= quant_activation_bytes(wtype, k), "activation stride ", xq_stride,
+        " is shorter than one quantized activation");
   check(n == 1 || xq_stride % 4 == 0, "activation stride ", xq_stride, " is not a multiple of 4");
   check(n == 1 || ldy >= static_cast<size_t>(r1 - r0), "output stride ", ldy, " is shorter than ", r1 - r0,
         " rows");

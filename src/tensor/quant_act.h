@@ -47,8 +47,8 @@ struct ActLayout {
   size_t rec = 0;     // bytes per record
   // Byte offsets inside a record (0 when absent).
   size_t qs = 0, ebias = 0, escale = 0, emin = 0, dx = 0, sy = 0;  // legacy
-  size_t bs16 = 0, bs32 = 0, d = 0;                                  // K
-  size_t bytes = 0;                                                  // whole buffer
+  size_t bs16 = 0, bs32 = 0, d = 0;                                // K
+  size_t bytes = 0;                                                // whole buffer
 };
 
 // The layout for rows of type wtype and k elements; throws braid::Error when wtype is
@@ -88,7 +88,8 @@ struct ActView {
   // Logical element i.
   int8_t q(int64_t i) const {
     const int per = L->k_type ? 256 : 128;
-    return reinterpret_cast<const int8_t*>(unit(i / per) + L->qs)[act_pos_in_unit(L->wtype, static_cast<int>(i % per))];
+    return reinterpret_cast<const int8_t*>(unit(i / per) +
+                                           L->qs)[act_pos_in_unit(L->wtype, static_cast<int>(i % per))];
   }
   // Scale of block b (legacy: of 32 elements, rounded to f16; K: of 256).
   float dx(int64_t b) const {
@@ -119,6 +120,8 @@ struct ActView {
   }
 };
 
-inline ActView act_view(const ActLayout& L, const void* xq) { return ActView{static_cast<const char*>(xq), &L}; }
+inline ActView act_view(const ActLayout& L, const void* xq) {
+  return ActView{static_cast<const char*>(xq), &L};
+}
 
 }  // namespace braid::quant

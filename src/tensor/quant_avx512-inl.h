@@ -52,7 +52,10 @@ struct KNibble {
   static constexpr int kTileT = 4, kDecodeRows = 1;
   BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
   BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
-  static constexpr int kBlock = kType == DType::Q4_0 ? 18 : kType == DType::Q4_1 ? 20 : kType == DType::Q5_0 ? 22 : 24;
+  static constexpr int kBlock = kType == DType::Q4_0   ? 18
+                                : kType == DType::Q4_1 ? 20
+                                : kType == DType::Q5_0 ? 22
+                                                       : 24;
   static constexpr bool kMin = kType == DType::Q4_1 || kType == DType::Q5_1;
   static constexpr bool kHigh = kType == DType::Q5_0 || kType == DType::Q5_1;
   static constexpr int kQs = kBlock - 16;  // offset of qs in a block
@@ -61,7 +64,8 @@ struct KNibble {
   // Activation record (quant_act.h).
   static constexpr size_t kRec = kMin ? 384 : 320, kEbias = 128, kEscale = 192, kEmin = 256;
   static bool Matches(const ActLayout& L) {
-    return L.rec == kRec && L.qs == 0 && L.ebias == kEbias && L.escale == kEscale && L.emin == (kMin ? kEmin : 0);
+    return L.rec == kRec && L.qs == 0 && L.ebias == kEbias && L.escale == kEscale &&
+           L.emin == (kMin ? kEmin : 0);
   }
 
   struct Dec {
@@ -208,8 +212,8 @@ BRAID_VNNI HWY_INLINE __m128i ScalesK4(const uint8_t* p) {
   uint32_t u2;
   std::memcpy(&u2, p + 8, 4);
   const __m128i u = _mm_insert_epi32(_mm_loadu_si64(p), static_cast<int>(u2), 2);  // u0 u1 u2
-  const __m128i x = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0));    // u0 u0 u1 u1
-  const __m128i y = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 2, 2, 2));    // u2 x4
+  const __m128i x = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0));                 // u0 u0 u1 u1
+  const __m128i y = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 2, 2, 2));                 // u2 x4
   const __m128i even = _mm_and_si128(x, _mm_set1_epi32(0x3f3f3f3f));
   const __m128i hi = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(x, 6), _mm_set1_epi32(0x03030303)), 4);
   const __m128i lo = _mm_and_si128(_mm_srlv_epi32(y, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi32(0x0f0f0f0f));
@@ -242,7 +246,9 @@ struct KK4 {
   static constexpr int kBlock = kQ5 ? 176 : 144;
   static constexpr int kQs = kBlock - 128;
   static constexpr size_t kRec = 320, kBs32 = 288, kD = 304;
-  static bool Matches(const ActLayout& L) { return L.rec == kRec && L.qs == 0 && L.bs32 == kBs32 && L.d == kD; }
+  static bool Matches(const ActLayout& L) {
+    return L.rec == kRec && L.qs == 0 && L.bs32 == kBs32 && L.d == kD;
+  }
   struct Dec {
     __m512i v[4];   // codes of sub-blocks (0,2), (1,3), (4,6), (5,7)
     __m512i sc[4];  // their scales as 16-bit lanes
@@ -315,7 +321,9 @@ struct KQ6K {
   BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr int kBlock = 210;
   static constexpr size_t kRec = 320, kBs16 = 256, kD = 304;
-  static bool Matches(const ActLayout& L) { return L.rec == kRec && L.qs == 0 && L.bs16 == kBs16 && L.d == kD; }
+  static bool Matches(const ActLayout& L) {
+    return L.rec == kRec && L.qs == 0 && L.bs16 == kBs16 && L.d == kD;
+  }
   struct Dec {
     __m512i v[4];   // elements 0..63, 64..127, 128..191, 192..255
     __m512i sc[4];  // scales as 16-bit lanes, 8 lanes per sub-block of 16
@@ -348,7 +356,8 @@ struct KQ6K {
       const __m512i qh =
           _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * h)));
       // 0xF8: a | (b & c)
-      d.v[2 * h] = _mm512_ternarylogic_epi32(_mm512_and_si512(ql, nib), _mm512_sllv_epi16(qh, shl), c30, 0xF8);
+      d.v[2 * h] =
+          _mm512_ternarylogic_epi32(_mm512_and_si512(ql, nib), _mm512_sllv_epi16(qh, shl), c30, 0xF8);
       d.v[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(ql, 4), nib),
                                                  _mm512_srlv_epi16(qh, shr), c30, 0xF8);
     }
@@ -429,15 +438,24 @@ bool Handles(DType t) {
 
 inline bool HandlesType(DType t) {
   switch (t) {
-    case DType::Q8_0: return Handles<KQ8_0>(t);
-    case DType::Q4_0: return Handles<KNibble<DType::Q4_0>>(t);
-    case DType::Q4_1: return Handles<KNibble<DType::Q4_1>>(t);
-    case DType::Q5_0: return Handles<KNibble<DType::Q5_0>>(t);
-    case DType::Q5_1: return Handles<KNibble<DType::Q5_1>>(t);
-    case DType::Q4_K: return Handles<KK4<DType::Q4_K>>(t);
-    case DType::Q5_K: return Handles<KK4<DType::Q5_K>>(t);
-    case DType::Q6_K: return Handles<KQ6K>(t);
-    default: return false;
+    case DType::Q8_0:
+      return Handles<KQ8_0>(t);
+    case DType::Q4_0:
+      return Handles<KNibble<DType::Q4_0>>(t);
+    case DType::Q4_1:
+      return Handles<KNibble<DType::Q4_1>>(t);
+    case DType::Q5_0:
+      return Handles<KNibble<DType::Q5_0>>(t);
+    case DType::Q5_1:
+      return Handles<KNibble<DType::Q5_1>>(t);
+    case DType::Q4_K:
+      return Handles<KK4<DType::Q4_K>>(t);
+    case DType::Q5_K:
+      return Handles<KK4<DType::Q5_K>>(t);
+    case DType::Q6_K:
+      return Handles<KQ6K>(t);
+    default:
+      return false;
   }
 }
 

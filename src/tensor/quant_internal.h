@@ -20,8 +20,8 @@ void dequantize_ref(DType t, const void* src, float* dst, int64_t n);
 void activation_ref(DType wtype, const float* x, int64_t k, void* xq);
 // y[r - r0] = dot(row r, activation): llama.cpp's generic ggml_vec_dot_*_q8_* math
 // (integer block sums, then f32 scaling in block order).
-void dot_rows_ref(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
-                  const void* xq, int64_t k, float* y);
+void dot_rows_ref(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1, const void* xq,
+                  int64_t k, float* y);
 
 // llama.cpp's rounding helper: round to nearest, ties to even, for |x| < 2^22.
 inline int nearest_int(float fval) {
@@ -36,8 +36,8 @@ inline int nearest_int(float fval) {
 
 // Same output as activation_ref, bit for bit.
 void activation_simd(DType wtype, const float* x, int64_t k, void* xq);
-void dot_rows_simd(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
-                   const void* xq, int64_t k, float* y);
+void dot_rows_simd(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1, const void* xq,
+                   int64_t k, float* y);
 void matmul_tile_simd(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
                       const void* xq, size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy);
 const char* simd_target_name();

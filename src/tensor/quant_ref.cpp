@@ -25,8 +25,8 @@ namespace braid::quant {
 void quantize_ref_k(DType t, const float* src, void* dst, int64_t n);
 void dequantize_ref_k(DType t, const void* src, float* dst, int64_t n);
 void activation_ref_k(DType wtype, const float* x, int64_t k, void* xq);
-void dot_rows_ref_k(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
-                    const void* xq, int64_t k, float* y);
+void dot_rows_ref_k(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1, const void* xq,
+                    int64_t k, float* y);
 
 namespace {
 
@@ -295,17 +295,32 @@ ActLayout act_layout(DType wtype, int64_t k) {
   L.wtype = wtype;
   L.k = k;
   switch (wtype) {
-    case DType::Q8_0: L.offset = 0; L.lanes = 8; break;  // no ebias: AVX-512 uses |w| and sign
-    case DType::Q4_0: L.offset = 8; L.lanes = 4; break;
-    case DType::Q5_0: L.offset = 16; L.lanes = 4; break;
+    case DType::Q8_0:  // no ebias: AVX-512 multiplies |w| by x with w's sign
+      L.offset = 0;
+      L.lanes = 8;
+      break;
+    case DType::Q4_0:
+      L.offset = 8;
+      L.lanes = 4;
+      break;
+    case DType::Q5_0:
+      L.offset = 16;
+      L.lanes = 4;
+      break;
     case DType::Q4_1:
-    case DType::Q5_1: L.offset = 0; L.lanes = 4; break;
+    case DType::Q5_1:
+      L.offset = 0;
+      L.lanes = 4;
+      break;
     case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q4_K:
     case DType::Q5_K:
-    case DType::Q6_K: L.k_type = true; break;
-    default: fail("no quantized dot product for tensor type ", dtype_info(wtype).name);
+    case DType::Q6_K:
+      L.k_type = true;
+      break;
+    default:
+      fail("no quantized dot product for tensor type ", dtype_info(wtype).name);
   }
   const int64_t block = L.k_type ? kQKK : kQK;
   check(k >= 0 && k % block == 0, "row of ", k, " elements is not a multiple of ", dtype_info(wtype).name,
@@ -342,24 +357,36 @@ ActLayout act_layout(DType wtype, int64_t k) {
 void quantize_ref(DType t, const float* src, void* dst, int64_t n) {
   const int64_t nb = n / kQK;
   switch (t) {
-    case DType::Q4_0: return quantize_q4_0(src, static_cast<BlockQ4_0*>(dst), nb);
-    case DType::Q4_1: return quantize_q4_1(src, static_cast<BlockQ4_1*>(dst), nb);
-    case DType::Q5_0: return quantize_q5_0(src, static_cast<BlockQ5_0*>(dst), nb);
-    case DType::Q5_1: return quantize_q5_1(src, static_cast<BlockQ5_1*>(dst), nb);
-    case DType::Q8_0: return quantize_q8_0(src, static_cast<BlockQ8_0*>(dst), nb);
-    default: return quantize_ref_k(t, src, dst, n);
+    case DType::Q4_0:
+      return quantize_q4_0(src, static_cast<BlockQ4_0*>(dst), nb);
+    case DType::Q4_1:
+      return quantize_q4_1(src, static_cast<BlockQ4_1*>(dst), nb);
+    case DType::Q5_0:
+      return quantize_q5_0(src, static_cast<BlockQ5_0*>(dst), nb);
+    case DType::Q5_1:
+      return quantize_q5_1(src, static_cast<BlockQ5_1*>(dst), nb);
+    case DType::Q8_0:
+      return quantize_q8_0(src, static_cast<BlockQ8_0*>(dst), nb);
+    default:
+      return quantize_ref_k(t, src, dst, n);
   }
 }
 
 void dequantize_ref(DType t, const void* src, float* dst, int64_t n) {
   const int64_t nb = n / kQK;
   switch (t) {
-    case DType::Q4_0: return dequantize_q4_0(static_cast<const BlockQ4_0*>(src), dst, nb);
-    case DType::Q4_1: return dequantize_q4_1(static_cast<const BlockQ4_1*>(src), dst, nb);
-    case DType::Q5_0: return dequantize_q5_0(static_cast<const BlockQ5_0*>(src), dst, nb);
-    case DType::Q5_1: return dequantize_q5_1(static_cast<const BlockQ5_1*>(src), dst, nb);
-    case DType::Q8_0: return dequantize_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb);
-    default: return dequantize_ref_k(t, src, dst, n);
+    case DType::Q4_0:
+      return dequantize_q4_0(static_cast<const BlockQ4_0*>(src), dst, nb);
+    case DType::Q4_1:
+      return dequantize_q4_1(static_cast<const BlockQ4_1*>(src), dst, nb);
+    case DType::Q5_0:
+      return dequantize_q5_0(static_cast<const BlockQ5_0*>(src), dst, nb);
+    case DType::Q5_1:
+      return dequantize_q5_1(static_cast<const BlockQ5_1*>(src), dst, nb);
+    case DType::Q8_0:
+      return dequantize_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb);
+    default:
+      return dequantize_ref_k(t, src, dst, n);
   }
 }
 
@@ -371,12 +398,18 @@ void activation_ref(DType wtype, const float* x, int64_t k, void* xq) {
 void dot_rows_ref(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq, int64_t k,
                   float* y) {
   switch (t) {
-    case DType::Q4_0: return dot_rows_legacy<BlockQ4_0>(t, W, stride, r0, r1, xq, k, y);
-    case DType::Q4_1: return dot_rows_legacy<BlockQ4_1>(t, W, stride, r0, r1, xq, k, y);
-    case DType::Q5_0: return dot_rows_legacy<BlockQ5_0>(t, W, stride, r0, r1, xq, k, y);
-    case DType::Q5_1: return dot_rows_legacy<BlockQ5_1>(t, W, stride, r0, r1, xq, k, y);
-    case DType::Q8_0: return dot_rows_legacy<BlockQ8_0>(t, W, stride, r0, r1, xq, k, y);
-    default: return dot_rows_ref_k(t, W, stride, r0, r1, xq, k, y);
+    case DType::Q4_0:
+      return dot_rows_legacy<BlockQ4_0>(t, W, stride, r0, r1, xq, k, y);
+    case DType::Q4_1:
+      return dot_rows_legacy<BlockQ4_1>(t, W, stride, r0, r1, xq, k, y);
+    case DType::Q5_0:
+      return dot_rows_legacy<BlockQ5_0>(t, W, stride, r0, r1, xq, k, y);
+    case DType::Q5_1:
+      return dot_rows_legacy<BlockQ5_1>(t, W, stride, r0, r1, xq, k, y);
+    case DType::Q8_0:
+      return dot_rows_legacy<BlockQ8_0>(t, W, stride, r0, r1, xq, k, y);
+    default:
+      return dot_rows_ref_k(t, W, stride, r0, r1, xq, k, y);
   }
 }
 

@@ -207,7 +207,8 @@ template <class T>
 void pack_2bit(const T* L, uint8_t* qs) {
   for (int j = 0; j < kQKK; j += 128) {
     for (int l = 0; l < 32; ++l) {
-      qs[j / 4 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+      qs[j / 4 + l] =
+          static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
     }
   }
 }
@@ -224,13 +225,15 @@ void quantize_q2_K(const float* x, BlockQ2_K* y, int64_t nb) {
     float max_min = 0;
     for (int j = 0; j < kQKK / 16; ++j) {
       for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
-      scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
+      scales[j] =
+          make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
     if (max_scale > 0) {
       const float iscale = q4scale / max_scale;
-      for (int j = 0; j < kQKK / 16; ++j) y[i].scales[j] = static_cast<uint8_t>(nearest_int(iscale * scales[j]));
+      for (int j = 0; j < kQKK / 16; ++j)
+        y[i].scales[j] = static_cast<uint8_t>(nearest_int(iscale * scales[j]));
       y[i].d = f32_to_f16(max_scale / q4scale);
     } else {
       for (int j = 0; j < kQKK / 16; ++j) y[i].scales[j] = 0;
@@ -335,8 +338,8 @@ void quantize_scales_k4(const float* x, Block* y, uint8_t* L, int nmax, float rm
     for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
     const float av_x = std::sqrt(sum_x2 / 32);
     for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep,
-                                 false);
+    scales[j] =
+        make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
   }
@@ -691,24 +694,36 @@ void dot_rows_k(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1
 void quantize_ref_k(DType t, const float* src, void* dst, int64_t n) {
   const int64_t nb = n / kQKK;
   switch (t) {
-    case DType::Q2_K: return quantize_q2_K(src, static_cast<BlockQ2_K*>(dst), nb);
-    case DType::Q3_K: return quantize_q3_K(src, static_cast<BlockQ3_K*>(dst), nb);
-    case DType::Q4_K: return quantize_q4_K(src, static_cast<BlockQ4_K*>(dst), nb);
-    case DType::Q5_K: return quantize_q5_K(src, static_cast<BlockQ5_K*>(dst), nb);
-    case DType::Q6_K: return quantize_q6_K(src, static_cast<BlockQ6_K*>(dst), nb);
-    default: fail("no reference quantizer for tensor type ", dtype_info(t).name);
+    case DType::Q2_K:
+      return quantize_q2_K(src, static_cast<BlockQ2_K*>(dst), nb);
+    case DType::Q3_K:
+      return quantize_q3_K(src, static_cast<BlockQ3_K*>(dst), nb);
+    case DType::Q4_K:
+      return quantize_q4_K(src, static_cast<BlockQ4_K*>(dst), nb);
+    case DType::Q5_K:
+      return quantize_q5_K(src, static_cast<BlockQ5_K*>(dst), nb);
+    case DType::Q6_K:
+      return quantize_q6_K(src, static_cast<BlockQ6_K*>(dst), nb);
+    default:
+      fail("no reference quantizer for tensor type ", dtype_info(t).name);
   }
 }
 
 void dequantize_ref_k(DType t, const void* src, float* dst, int64_t n) {
   const int64_t nb = n / kQKK;
   switch (t) {
-    case DType::Q2_K: return dequantize_q2_K(static_cast<const BlockQ2_K*>(src), dst, nb);
-    case DType::Q3_K: return dequantize_q3_K(static_cast<const BlockQ3_K*>(src), dst, nb);
-    case DType::Q4_K: return dequantize_q4_K(static_cast<const BlockQ4_K*>(src), dst, nb);
-    case DType::Q5_K: return dequantize_q5_K(static_cast<const BlockQ5_K*>(src), dst, nb);
-    case DType::Q6_K: return dequantize_q6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
-    default: fail("no dequantizer for tensor type ", dtype_info(t).name);
+    case DType::Q2_K:
+      return dequantize_q2_K(static_cast<const BlockQ2_K*>(src), dst, nb);
+    case DType::Q3_K:
+      return dequantize_q3_K(static_cast<const BlockQ3_K*>(src), dst, nb);
+    case DType::Q4_K:
+      return dequantize_q4_K(static_cast<const BlockQ4_K*>(src), dst, nb);
+    case DType::Q5_K:
+      return dequantize_q5_K(static_cast<const BlockQ5_K*>(src), dst, nb);
+    case DType::Q6_K:
+      return dequantize_q6_K(static_cast<const BlockQ6_K*>(src), dst, nb);
+    default:
+      fail("no dequantizer for tensor type ", dtype_info(t).name);
   }
 }
 
@@ -751,8 +766,8 @@ void activation_ref_k(DType wtype, const float* x, int64_t k, void* xq) {
   }
 }
 
-void dot_rows_ref_k(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq, int64_t k,
-                    float* y) {
+void dot_rows_ref_k(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
+                    int64_t k, float* y) {
   dot_rows_k(t, W, stride, r0, r1, xq, k, y);
 }
 

@@ -26,7 +26,6 @@
 #include <cstring>
 
 #include "braid/dtype.h"
-
 #include "tensor/quant_act.h"
 #include "tensor/quant_blocks.h"
 #include "tensor/quant_internal.h"
@@ -272,7 +271,8 @@ float DotRowQ23K(const uint8_t* row, const ActView& a, int64_t nb) {
     const uint8_t* blk = row + b * kBytes;
     const char* rec = a.unit(b);
     const int8_t* y = reinterpret_cast<const int8_t*>(rec + a.L->qs);
-    const uint8_t* qs = kQ3 ? reinterpret_cast<const BlockQ3_K*>(blk)->qs : reinterpret_cast<const BlockQ2_K*>(blk)->qs;
+    const uint8_t* qs =
+        kQ3 ? reinterpret_cast<const BlockQ3_K*>(blk)->qs : reinterpret_cast<const BlockQ2_K*>(blk)->qs;
     int scale[16];
     float d, dmin = 0.0f;
     int summs = 0;
@@ -391,12 +391,13 @@ void QuantizeActivation(DType t, const float* x, int64_t k, void* xq) {
     char* rec = base + b * L.rec;
     const float amax = AbsMax(x, kQKK);
     if (!amax) continue;  // all zero: d, values and sums stay 0
-    int first = 0;  // llama.cpp takes the first element of largest magnitude
+    int first = 0;        // llama.cpp takes the first element of largest magnitude
     while (std::fabs(x[first]) != amax) ++first;
     const float iscale = -127.f / x[first];
     int16_t bs16[16], bs32[8];
     for (int g = 0; g < 16; ++g) {
-      bs16[g] = static_cast<int16_t>(Quantize16<false>(x + 16 * g, iscale, rec + L.qs + act_pos_in_unit(t, 16 * g)));
+      bs16[g] = static_cast<int16_t>(
+          Quantize16<false>(x + 16 * g, iscale, rec + L.qs + act_pos_in_unit(t, 16 * g)));
     }
     for (int j = 0; j < 8; ++j) bs32[j] = static_cast<int16_t>(bs16[2 * j] + bs16[2 * j + 1]);
     const float d = 1 / iscale;
@@ -418,34 +419,58 @@ void DotRowsPortable(DType t, const uint8_t* W, size_t stride, int64_t r0, int64
   const int64_t nb = L.nb;
   switch (t) {
 #define BRAID_ROWS(expr) return ForRows([&](const uint8_t* row) { return expr; }, W, stride, r0, r1, y)
-    case DType::Q8_0: BRAID_ROWS(DotRowLegacy<DType::Q8_0>(row, a, nb));
-    case DType::Q4_0: BRAID_ROWS(DotRowLegacy<DType::Q4_0>(row, a, nb));
-    case DType::Q4_1: BRAID_ROWS(DotRowLegacy<DType::Q4_1>(row, a, nb));
-    case DType::Q5_0: BRAID_ROWS(DotRowLegacy<DType::Q5_0>(row, a, nb));
-    case DType::Q5_1: BRAID_ROWS(DotRowLegacy<DType::Q5_1>(row, a, nb));
-    case DType::Q4_K: BRAID_ROWS(DotRowK4<DType::Q4_K>(row, a, nb));
-    case DType::Q5_K: BRAID_ROWS(DotRowK4<DType::Q5_K>(row, a, nb));
-    case DType::Q6_K: BRAID_ROWS(DotRowQ6K(row, a, nb));
-    case DType::Q2_K: BRAID_ROWS(DotRowQ23K<DType::Q2_K>(row, a, nb));
-    case DType::Q3_K: BRAID_ROWS(DotRowQ23K<DType::Q3_K>(row, a, nb));
+    case DType::Q8_0:
+      BRAID_ROWS(DotRowLegacy<DType::Q8_0>(row, a, nb));
+    case DType::Q4_0:
+      BRAID_ROWS(DotRowLegacy<DType::Q4_0>(row, a, nb));
+    case DType::Q4_1:
+      BRAID_ROWS(DotRowLegacy<DType::Q4_1>(row, a, nb));
+    case DType::Q5_0:
+      BRAID_ROWS(DotRowLegacy<DType::Q5_0>(row, a, nb));
+    case DType::Q5_1:
+      BRAID_ROWS(DotRowLegacy<DType::Q5_1>(row, a, nb));
+    case DType::Q4_K:
+      BRAID_ROWS(DotRowK4<DType::Q4_K>(row, a, nb));
+    case DType::Q5_K:
+      BRAID_ROWS(DotRowK4<DType::Q5_K>(row, a, nb));
+    case DType::Q6_K:
+      BRAID_ROWS(DotRowQ6K(row, a, nb));
+    case DType::Q2_K:
+      BRAID_ROWS(DotRowQ23K<DType::Q2_K>(row, a, nb));
+    case DType::Q3_K:
+      BRAID_ROWS(DotRowQ23K<DType::Q3_K>(row, a, nb));
 #undef BRAID_ROWS
-    default: return dot_rows_ref(t, W, stride, r0, r1, xq, k, y);
+    default:
+      return dot_rows_ref(t, W, stride, r0, r1, xq, k, y);
   }
 }
 
+#if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+#define BRAID_X86_KERNELS 1
+#include "tensor/quant_avx2-inl.h"
+#endif
 #if HWY_TARGET == HWY_AVX3_DL
 #include "tensor/quant_avx512-inl.h"
-#define BRAID_X86_KERNELS avx512
-#elif HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
-#include "tensor/quant_avx2-inl.h"
-#define BRAID_X86_KERNELS avx2
 #endif
+
+// The hand-written x86 kernels for t, if this target has them.
+HWY_INLINE bool X86Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
+                            size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
+#if HWY_TARGET == HWY_AVX3_DL
+  if (avx512::Dispatch(t, W, stride, r0, r1, xq, xq_stride, n, k, y, ldy)) return true;
+#endif
+#ifdef BRAID_X86_KERNELS
+  return avx2::Dispatch(t, W, stride, r0, r1, xq, xq_stride, n, k, y, ldy);
+#else
+  (void)t, (void)W, (void)stride, (void)r0, (void)r1, (void)xq, (void)xq_stride, (void)n, (void)k, (void)y,
+      (void)ldy;
+  return false;
+#endif
+}
 
 void DotRows(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq, int64_t k,
              float* y) {
-#ifdef BRAID_X86_KERNELS
-  if (BRAID_X86_KERNELS::Dispatch(t, W, stride, r0, r1, xq, 0, 1, k, y, 0)) return;
-#endif
+  if (X86Dispatch(t, W, stride, r0, r1, xq, 0, 1, k, y, 0)) return;
   DotRowsPortable(t, W, stride, r0, r1, xq, k, y);
 }
 
@@ -454,8 +479,8 @@ void DotRows(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, c
 // Portable tile: one activation at a time (same per-element operations as DotRows).
 void MatmulTile(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
                 size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
-#ifdef BRAID_X86_KERNELS
-  if (BRAID_X86_KERNELS::Dispatch(t, W, stride, r0, r1, xq, xq_stride, n, k, y, ldy)) return;
+#if HWY_TARGET != HWY_SCALAR
+  if (X86Dispatch(t, W, stride, r0, r1, xq, xq_stride, n, k, y, ldy)) return;
 #endif
   const char* x = static_cast<const char*>(xq);
   for (int64_t i = 0; i < n; ++i) DotRows(t, W, stride, r0, r1, x + i * xq_stride, k, y + i * ldy);
@@ -470,7 +495,8 @@ const char* KernelName(DType t) {
 #else
 #if HWY_TARGET == HWY_AVX3_DL
   if (avx512::HandlesType(t)) return "avx512-vnni";
-#elif defined(BRAID_X86_KERNELS)
+#endif
+#ifdef BRAID_X86_KERNELS
   if (avx2::HandlesType(t)) return "avx2";
 #endif
   (void)t;
@@ -493,8 +519,8 @@ HWY_EXPORT(TargetName);
 HWY_EXPORT(KernelName);
 HWY_EXPORT(QuantizeActivation);
 
-void dot_rows_simd(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq, int64_t k,
-                   float* y) {
+void dot_rows_simd(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
+                   int64_t k, float* y) {
   HWY_DYNAMIC_DISPATCH(DotRows)(t, W, stride, r0, r1, xq, k, y);
 }
 

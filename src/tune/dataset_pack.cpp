@@ -128,11 +128,24 @@ PackedRows pack_rows(const TokenStream& stream, int seq, int32_t pad) {
   const size_t rows = (n - 1 + (T - 2)) / (T - 1);  // each row adds T - 1 new tokens
   p.tokens.assign(rows * T, pad);
   p.mask.assign(rows * T, 0);
+  size_t kept = 0;
   for (size_t r = 0; r < rows; ++r) {
     const size_t start = r * (T - 1), len = std::min(T, n - start);
-    std::copy_n(stream.tokens.begin() + start, len, p.tokens.begin() + r * T);
-    std::copy_n(stream.mask.begin() + start, len, p.mask.begin() + r * T);
+    int32_t* tok = p.tokens.data() + kept * T;
+    uint8_t* mask = p.mask.data() + kept * T;
+    std::copy_n(stream.tokens.begin() + start, len, tok);
+    std::copy_n(stream.mask.begin() + start, len, mask);
+    // A row without targets (all prompt, say) teaches nothing, and a batch of such rows
+    // would leave a training step with nothing to do.
+    if (std::any_of(mask + 1, mask + len, [](uint8_t m) { return m != 0; })) {
+      ++kept;
+    } else {
+      std::fill_n(tok, T, pad);
+      std::fill_n(mask, T, 0);
+    }
   }
+  p.tokens.resize(kept * T);
+  p.mask.resize(kept * T);
   return p;
 }
 

@@ -52,13 +52,18 @@ void put(const std::string& path, const std::string& data) {
 // A `braid worker` child process on a free loopback port; its stderr goes to log().
 class WorkerProcess {
  public:
-  explicit WorkerProcess(std::vector<std::string> extra, const std::string& dir) {
+  // Listens on a free port, or with connect_to set dials out to a head there.
+  explicit WorkerProcess(std::vector<std::string> extra, const std::string& dir, const std::string& connect_to = "") {
     static int counter = 0;
     log_path_ = dir + "/worker" + std::to_string(counter++) + ".log";
     int fds[2];
     if (pipe(fds) != 0) return;
-    std::vector<std::string> args = {test::braid_binary(), "worker", "--listen", "127.0.0.1:0", "--threads", "1",
-                                     "--ready-fd", std::to_string(fds[1])};
+    std::vector<std::string> args = {test::braid_binary(), "worker", "--threads", "1"};
+    if (connect_to.empty()) {
+      args.insert(args.end(), {"--listen", "127.0.0.1:0", "--ready-fd", std::to_string(fds[1])});
+    } else {
+      args.insert(args.end(), {"--connect", connect_to});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -72,6 +77,11 @@ class WorkerProcess {
       _exit(127);
     }
     close(fds[1]);
+    if (!connect_to.empty()) {
+      close(fds[0]);
+      port_ = 1;  // nothing to wait for: it keeps dialing until the head is up
+      return;
+    }
     std::string got;
     pollfd p{fds[0], POLLIN, 0};
     const auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -93,8 +103,22 @@ class WorkerProcess {
   std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
   pid_t pid() const { return pid_; }
   std::string log() const { return slurp(log_path_); }
+  // The log once it contains `text` (or after 5 s): a worker may answer before it logs.
+  std::string log_with(const std::string& text) const {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    std::string l = log();
+    while (l.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+      l = log();
+    }
+    return l;
+  }
   bool alive() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
 
+  // SIGTERM now; stop() waits for it (so many workers stop in parallel).
+  void terminate() {
+    if (pid_ > 0) kill(pid_, SIGTERM);
+  }
   void stop() {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
@@ -134,6 +158,9 @@ class Cluster {
       s.append(w->addr());
     }
     return s;
+  }
+  ~Cluster() {
+    for (auto& w : workers_) w->terminate();
   }
   WorkerProcess& operator[](size_t i) { return *workers_[i]; }
   size_t size() const { return workers_.size(); }
@@ -255,6 +282,30 @@ TEST_F(ClusterTest, CompressedTransferWithinTolerance) {
   }
 }
 
+// Several prompts in flight through one ring (pipelined): every prompt's ids are those
+// of the local run.
+TEST_F(ClusterTest, BatchOfPromptsPipelined) {
+  BRAID_REQUIRE_ASSET(model, kStories);
+  const std::string prompts = dir_ + "/prompts.txt";
+  put(prompts, "Once upon a time\nThe cat sat\nLily and Tom went to\n\nThe sun was\nA big red ball\n");
+  auto batch = [&](std::vector<std::string> extra) {
+    const std::string ids = dir_ + "/batch" + std::to_string(extra.size()) + ".ids";
+    std::vector<std::string> args = {"run", "-m", model, "--batch-file", prompts, "-n", "24", "--temp", "0",
+                                     "-t", "1", "--ids-out", ids};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = run_braid(args, "", 60);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("=== 5 ==="), std::string::npos) << r.out;
+    return slurp(ids);
+  };
+  const std::string local = batch({});
+  EXPECT_EQ(std::count(local.begin(), local.end(), '\n'), 5);
+  Cluster c(2, dir_, secret_);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(batch(ring_flags(c) + std::vector<std::string>{"--split", "0:2,2:5"}), local);
+  EXPECT_EQ(batch(ring_flags(c) + std::vector<std::string>{"--head-layers", "2", "--split", "2:3,3:5"}), local);
+}
+
 // ---- Other architectures, through an in-process head (converted HF models have no
 // tokenizer, which `braid run` needs; the ring does not). ----
 
@@ -303,6 +354,55 @@ TEST_F(ClusterTest, ConvertedHfModelsByteIdentical) {
   }
 }
 
+// Two workers dial in (`--connect`, as behind NAT) and one is dialed; the head relays to
+// the dial-in ones. Same bytes.
+TEST_F(ClusterTest, WorkersThatDialIn) {
+  BRAID_REQUIRE_ASSET(model, kStories);
+  const auto local = run_stories(model, {});
+  int port;
+  {
+    net::Listener l(net::Tls::from_secret("x"), net::Endpoint::parse("127.0.0.1:0"));
+    port = l.port();
+  }
+  const std::string head = "127.0.0.1:" + std::to_string(port);
+  Cluster listed(1, dir_, secret_);
+  ASSERT_TRUE(listed.ok());
+  WorkerProcess a({"--secret-file", secret_}, dir_, head), b({"--secret-file", secret_}, dir_, head);
+  for (int run = 0; run < 2; ++run) {  // the dial-in workers rejoin for the next run
+    SCOPED_TRACE(run);
+    const auto remote = run_stories(model, {"--workers", listed.addrs(), "--accept", head, "--accept-count", "2",
+                                            "--secret-file", secret_, "--split", "0:2,2:3,3:5"});
+    EXPECT_EQ(remote.first, local.first);
+    EXPECT_TRUE(remote.second == local.second);
+  }
+  EXPECT_NE(a.log().find("joined the head at " + head), std::string::npos) << a.log();
+}
+
+// Workers that do not have the model file (an empty --model-dir), or have another file
+// under its name, get the tensors they need streamed by the head.
+TEST_F(ClusterTest, ModelStreamedToWorkersWithoutIt) {
+  BRAID_REQUIRE_ASSET(model, kStories);
+  BRAID_REQUIRE_ASSET(other, "vocab/ggml-vocab-llama-spm.gguf");
+  const auto local = run_stories(model, {});
+  const std::string empty = dir_ + "/no-models", wrong = dir_ + "/wrong-models";
+  std::filesystem::create_directories(empty);
+  std::filesystem::create_directories(wrong);
+  std::filesystem::copy_file(other, wrong + "/stories260K.gguf");
+  WorkerProcess a({"--secret-file", secret_, "--model-dir", empty}, dir_),
+      b({"--secret-file", secret_, "--model-dir", wrong}, dir_);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string ws = a.addr() + "," + b.addr();
+  for (const auto& flags : {std::vector<std::string>{"--split", "0:2,2:5"},
+                            std::vector<std::string>{"--head-layers", "1"}}) {  // the planner: profiles too
+    const auto remote = run_stories(model, flags + std::vector<std::string>{"--workers", ws, "--secret-file", secret_});
+    EXPECT_EQ(remote.first, local.first);
+    EXPECT_TRUE(remote.second == local.second);
+  }
+  EXPECT_NE(a.log().find("not found on worker"), std::string::npos) << a.log();
+  EXPECT_NE(a.log().find("receiving the model from the head"), std::string::npos) << a.log();
+  EXPECT_NE(b.log().find("cannot be used"), std::string::npos) << b.log();
+}
+
 // ---- Membership. ----
 
 TEST_F(ClusterTest, WrongSecretIsRefused) {
@@ -318,9 +418,9 @@ TEST_F(ClusterTest, WrongSecretIsRefused) {
   EXPECT_NE(r.err.find("braid: error: worker " + c[0].addr() + " refused us: wrong cluster secret"),
             std::string::npos)
       << r.err;
-  std::this_thread::sleep_for(100ms);
-  EXPECT_NE(c[0].log().find(": wrong cluster secret"), std::string::npos) << c[0].log();
-  EXPECT_NE(c[0].log().find("refused 127.0.0.1:"), std::string::npos) << c[0].log();
+  const std::string log = c[0].log_with(": wrong cluster secret");
+  EXPECT_NE(log.find(": wrong cluster secret"), std::string::npos) << log;
+  EXPECT_NE(log.find("refused 127.0.0.1:"), std::string::npos) << log;
 }
 
 TEST_F(ClusterTest, CertificateMode) {
@@ -423,13 +523,11 @@ TEST_F(ClusterTest, JunkIsRefusedAndTheWorkerGoesOn) {
   const auto remote = run_stories(model, ring_flags(c) + std::vector<std::string>{"--split", "0:2,2:5"});
   EXPECT_EQ(remote.first, local.first);
   EXPECT_TRUE(remote.second == local.second);
-  const std::string log = c[0].log();
-  EXPECT_NE(log.find("TLS handshake failed"), std::string::npos) << log;
-  EXPECT_NE(log.find("not a braid frame"), std::string::npos) << log;
-  EXPECT_NE(log.find("protocol version 9"), std::string::npos) << log;
-  EXPECT_NE(log.find("unknown frame type 77"), std::string::npos) << log;
-  EXPECT_NE(log.find("exceeds the limit"), std::string::npos) << log;
-  EXPECT_NE(log.find("closed the connection"), std::string::npos) << log;
+  for (const char* want : {"TLS handshake failed", "not a braid frame", "protocol version 9", "unknown frame type 77",
+                           "exceeds the limit", "closed the connection"}) {
+    const std::string log = c[0].log_with(want);
+    EXPECT_NE(log.find(want), std::string::npos) << log;
+  }
 }
 
 // ---- Failures end in bounded time with a clear message. ----
@@ -473,6 +571,8 @@ TEST_F(ClusterTest, LostAndStuckWorkersGiveErrors) {
     fwd->forward(toks, 3, 0, false, logits.data());
     if (stuck) {
       kill(c[1].pid(), SIGSTOP);
+      int st = 0;
+      waitpid(c[1].pid(), &st, WUNTRACED);  // stopped for sure before the next token
     } else {
       kill(c[1].pid(), SIGKILL);
       waitpid(c[1].pid(), nullptr, 0);
