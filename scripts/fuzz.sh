@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-45}
-BUILD_DIR=build-fuzz CC=clang CXX=clang++ scripts/build.sh -DBRAID_FUZZ=ON -DBRAID_TESTS=OFF \
+TARGETS=$(cd fuzz && ls fuzz_*.cpp | sed "s/\.cpp$//" | tr "\n" " ")
+TARGET="$TARGETS" BUILD_DIR=build-fuzz CC=clang CXX=clang++ scripts/build.sh -DBRAID_FUZZ=ON -DBRAID_TESTS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ASSETS=${BRAID_ASSETS:-$(pwd)/../shared/assets}
 for bin in build-fuzz/fuzz/fuzz_*; do

@@ -117,9 +117,8 @@ TEST_F(RingTest, SameLogitsAsLocalWithManySequences) {
   o.split = {{0, 1}, {1, 3}, {3, 5}};
   o.max_sequences = 3;
   auto ring = Ring::start(model_, path_, tls_, o);
-  EXPECT_EQ(ring->describe(),
-            "head -> " + w.addrs()[0].str() + " [0, 1) -> " + w.addrs()[1].str() + " [1, 3) -> " + w.addrs()[2].str() +
-                " [3, 5) -> head (logits)");
+  EXPECT_EQ(ring->describe(), "head -> " + w.addrs()[0].str() + " [0, 1) -> " + w.addrs()[1].str() +
+                                  " [1, 3) -> " + w.addrs()[2].str() + " [3, 5) -> head (logits)");
   // Three sequences at once from three threads, each compared with a local run.
   std::vector<std::thread> ts;
   std::vector<int> ok(3, 0);
@@ -177,12 +176,13 @@ TEST_F(RingTest, MemoryLimitAndBadSplits) {
     Ring::start(model_, path_, tls_, o);
     FAIL() << "a split beyond --mem-limit was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("more than this worker's --mem-limit"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("more than this worker's --mem-limit"), std::string::npos)
+        << e.what();
   }
   Workers w2(2, tls_);
   HeadOptions o2 = options(w2);
-  for (auto split : {std::vector<std::pair<int, int>>{{0, 2}, {3, 5}}, {{0, 2}, {2, 4}}, {{0, 5}},
-                     {{1, 2}, {2, 5}}}) {
+  for (auto split :
+       {std::vector<std::pair<int, int>>{{0, 2}, {3, 5}}, {{0, 2}, {2, 4}}, {{0, 5}}, {{1, 2}, {2, 5}}}) {
     o2.split = split;
     EXPECT_THROW(Ring::start(model_, path_, tls_, o2), Error);
   }

@@ -88,7 +88,8 @@ TEST(Transport, WrongSecretRefusedBothWays) {
     Connection::dial(client_tls, loopback(l.port()), 5s);
     FAIL() << "dial with a wrong secret succeeded";
   } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "127.0.0.1:" + std::to_string(l.port()) + " refused us: wrong cluster secret");
+    EXPECT_EQ(std::string(e.what()),
+              "127.0.0.1:" + std::to_string(l.port()) + " refused us: wrong cluster secret");
   }
   EXPECT_EQ(server.get(), "wrong cluster secret");
 }
@@ -104,7 +105,8 @@ TEST(Transport, ConnectionRefusedIsClear) {
     Connection::dial(t, loopback(port), 5s);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "cannot connect to 127.0.0.1:" + std::to_string(port) + ": connection refused");
+    EXPECT_EQ(std::string(e.what()),
+              "cannot connect to 127.0.0.1:" + std::to_string(port) + ": connection refused");
   }
 }
 
@@ -276,8 +278,9 @@ TEST(Transport, CertificateMode) {
 
 TEST(LinkFrames, RoundTripAndCanonical) {
   using namespace braid::dist;
-  const std::vector<LinkMessage> msgs = {Link{LinkKind::kControl, 0}, Link{LinkKind::kOutput, 0x0102030405060708},
-                                         Linked{77}, Route{"10.0.0.2:7000", 99}, DialBack{LinkKind::kInput}};
+  const std::vector<LinkMessage> msgs = {Link{LinkKind::kControl, 0},
+                                         Link{LinkKind::kOutput, 0x0102030405060708}, Linked{77},
+                                         Route{"10.0.0.2:7000", 99}, DialBack{LinkKind::kInput}};
   for (const auto& m : msgs) {
     const std::vector<uint8_t> b = encode_link(m);
     ASSERT_EQ(b.size() >= 32, true);
@@ -288,7 +291,8 @@ TEST(LinkFrames, RoundTripAndCanonical) {
     // Every truncation is refused.
     for (size_t n = 0; n < b.size(); ++n) EXPECT_THROW(decode_any(b.data(), n), Error) << n;
   }
-  const auto route = decode_any(encode_link(Route{"host:1", 5}).data(), encode_link(Route{"host:1", 5}).size());
+  const auto route =
+      decode_any(encode_link(Route{"host:1", 5}).data(), encode_link(Route{"host:1", 5}).size());
   ASSERT_NE(route.get<Route>(), nullptr);
   EXPECT_EQ(route.get<Route>()->next, "host:1");
   EXPECT_EQ(route.get<Route>()->session, 5u);
@@ -323,7 +327,8 @@ TEST(LinkFrames, GarbageIsAnErrorNeverACrash) {
   };
   const std::vector<std::vector<uint8_t>> seeds = {
       link, encode_link(Route{"127.0.0.1:5555", 42}), encode_link(Linked{1}),
-      proto::encode(make_hello(proto::Role::kHead, "head")), proto::encode(make_error("boom", proto::ErrorCode::kInternal, 3))};
+      proto::encode(make_hello(proto::Role::kHead, "head")),
+      proto::encode(make_error("boom", proto::ErrorCode::kInternal, 3))};
   int decoded = 0;
   for (int i = 0; i < 20000; ++i) {
     std::vector<uint8_t> b = seeds[rnd() % seeds.size()];

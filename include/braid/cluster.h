@@ -44,17 +44,17 @@ namespace braid::dist {
 using LogFn = std::function<void(const std::string& line)>;
 
 struct WorkerOptions {
-  std::string name;          // shown in the head's plan; default: host name
-  int threads = 1;           // compute threads per session
-  uint64_t mem_limit = 0;    // bytes braid may use here; 0 = the memory available
-  double slowdown = 1.0;     // >= 1: emulate a device this many times slower
+  std::string name;        // shown in the head's plan; default: host name
+  int threads = 1;         // compute threads per session
+  uint64_t mem_limit = 0;  // bytes braid may use here; 0 = the memory available
+  double slowdown = 1.0;   // >= 1: emulate a device this many times slower
   // Where models are: a model the head names is looked up by its file name here. Empty:
   // at the head's path. A model that is not found (or differs) is streamed by the head:
   // only the tensors this worker needs, kept in memory for the session.
   std::string model_dir;
   net::Millis handshake_timeout{10000};  // TLS + proof + first frame of a connection
   net::Millis io_timeout{120000};        // finishing a frame once it has started
-  int max_connections = 64;  // connections served at once; more are refused
+  int max_connections = 64;              // connections served at once; more are refused
   LogFn log;
 };
 
@@ -91,9 +91,9 @@ struct HeadOptions {
   std::string accept;
   int accept_count = 0;
   net::Millis accept_timeout{60000};
-  int n_ctx = 2048;                    // positions per sequence
-  int max_sequences = 8;               // sequences in flight at once
-  int threads = 1;                     // for the head's own layers and the output
+  int n_ctx = 2048;       // positions per sequence
+  int max_sequences = 8;  // sequences in flight at once
+  int threads = 1;        // for the head's own layers and the output
   // Fixed split instead of the planner: the head runs layers [0, head_layers), then
   // worker i runs split[i] (contiguous ranges covering the rest, in order). Empty: the
   // planner decides from the workers' profiles (head_layers < 0 lets it put layers on

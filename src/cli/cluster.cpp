@@ -50,9 +50,12 @@ std::vector<std::string> parse_profile(const std::string& text, int n) {
     size_t j = text.find(',', i);
     if (j == std::string::npos) j = text.size();
     std::string p = text.substr(i, j - i);
-    if (p == "fast") p = "1";
-    else if (p == "medium") p = "2";
-    else if (p == "slow") p = "4";
+    if (p == "fast")
+      p = "1";
+    else if (p == "medium")
+      p = "2";
+    else if (p == "slow")
+      p = "4";
     char* end = nullptr;
     const double v = std::strtod(p.c_str(), &end);
     check(!p.empty() && end && *end == '\0' && v >= 1 && v <= 1000, "--profile: '", text.substr(i, j - i),
@@ -126,7 +129,8 @@ void run(const ClusterArgs& a, const std::vector<std::string>& head_args) {
     unsigned char bytes[32];
     check(RAND_bytes(bytes, sizeof bytes) == 1, "no randomness available");
     const int fd = open(secret.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-    check(fd >= 0 && write(fd, bytes, sizeof bytes) == static_cast<ssize_t>(sizeof bytes), "cannot write ", secret);
+    check(fd >= 0 && write(fd, bytes, sizeof bytes) == static_cast<ssize_t>(sizeof bytes), "cannot write ",
+          secret);
     close(fd);
   }
 
@@ -141,11 +145,12 @@ void run(const ClusterArgs& a, const std::vector<std::string>& head_args) {
     int fds[2];
     check(pipe(fds) == 0, "pipe failed");
     fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    const pid_t pid = spawn(exe,
-                            {"worker", "--listen", "127.0.0.1:0", "--secret-file", secret, "--threads",
-                             std::to_string(a.worker_threads), "--name", "local-" + std::to_string(i + 1),
-                             "--slowdown", slowdowns[static_cast<size_t>(i)], "--ready-fd", std::to_string(fds[1])},
-                            fds[1]);
+    const pid_t pid =
+        spawn(exe,
+              {"worker", "--listen", "127.0.0.1:0", "--secret-file", secret, "--threads",
+               std::to_string(a.worker_threads), "--name", "local-" + std::to_string(i + 1), "--slowdown",
+               slowdowns[static_cast<size_t>(i)], "--ready-fd", std::to_string(fds[1])},
+              fds[1]);
     cleanup.pids.push_back(pid);
     close(fds[1]);
     std::string port;

@@ -61,7 +61,8 @@ void run_batch(const ClusterFlags& flags, const BatchArgs& a, const CLI::App& ap
     prompts.push_back(tok->encode(texts[i], !a.no_bos && tok->add_bos()));
   }
   int n_ctx = a.ctx;
-  if (n_ctx == 0) n_ctx = config.n_ctx_train > 0 ? std::min(config.n_ctx_train, kDefaultMaxCtx) : kDefaultMaxCtx;
+  if (n_ctx == 0)
+    n_ctx = config.n_ctx_train > 0 ? std::min(config.n_ctx_train, kDefaultMaxCtx) : kDefaultMaxCtx;
 
   // One Forward per lane; lanes take prompts in turn.
   const int lanes = flags.active() ? std::min<int>(kMaxInFlight, static_cast<int>(prompts.size())) : 1;
@@ -100,8 +101,7 @@ void run_batch(const ClusterFlags& flags, const BatchArgs& a, const CLI::App& ap
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   forwards.clear();  // ends the cluster session before the output is written
 
-  for (size_t i = 0; i < prompts.size(); ++i)
-    check(errors[i].empty(), "prompt ", i + 1, ": ", errors[i]);
+  for (size_t i = 0; i < prompts.size(); ++i) check(errors[i].empty(), "prompt ", i + 1, ": ", errors[i]);
   size_t generated = 0;
   std::string ids;
   for (size_t i = 0; i < results.size(); ++i) {
@@ -113,9 +113,11 @@ void run_batch(const ClusterFlags& flags, const BatchArgs& a, const CLI::App& ap
   }
   std::fflush(stdout);
   if (!a.ids_out.empty()) write_file(a.ids_out, ids.data(), ids.size());
-  std::fprintf(stderr, "\nbatch: %zu prompts, %d in flight | generated: %zu tokens in %.2f s, %.1f tok/s | seed: %llu\n",
-               prompts.size(), lanes, generated, seconds, seconds > 0 ? static_cast<double>(generated) / seconds : 0.0,
-               static_cast<unsigned long long>(sp.seed));
+  std::fprintf(
+      stderr,
+      "\nbatch: %zu prompts, %d in flight | generated: %zu tokens in %.2f s, %.1f tok/s | seed: %llu\n",
+      prompts.size(), lanes, generated, seconds, seconds > 0 ? static_cast<double>(generated) / seconds : 0.0,
+      static_cast<unsigned long long>(sp.seed));
 }
 
 }  // namespace braid::cli

@@ -32,9 +32,11 @@ void add_cluster_options(CLI::App& app, ClusterFlags& f) {
   app.add_option("--transfer", f.transfer, "Hidden states on the wire: f32 (exact), f16 or q8")
       ->group(group)
       ->capture_default_str();
-  app.add_option("--batch-file", f.batch_file, "Generate for every line of FILE at once (pipelined on a cluster)")
+  app.add_option("--batch-file", f.batch_file,
+                 "Generate for every line of FILE at once (pipelined on a cluster)")
       ->group(group);
-  app.add_option("--connect-timeout", f.connect_timeout_s, "Seconds to connect to a worker (TCP + TLS + proof)")
+  app.add_option("--connect-timeout", f.connect_timeout_s,
+                 "Seconds to connect to a worker (TCP + TLS + proof)")
       ->group(group)
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
@@ -50,10 +52,12 @@ net::Tls make_tls(const ClusterFlags& f) {
   const bool certs = !f.ca.empty() || !f.cert.empty() || !f.key.empty();
   check(!(certs && !f.secret_file.empty()), "give either --secret-file or --ca/--cert/--key, not both");
   if (certs) {
-    check(!f.ca.empty() && !f.cert.empty() && !f.key.empty(), "certificate mode needs --ca, --cert and --key");
+    check(!f.ca.empty() && !f.cert.empty() && !f.key.empty(),
+          "certificate mode needs --ca, --cert and --key");
     return net::Tls::from_certificates(f.ca, f.cert, f.key);
   }
-  check(!f.secret_file.empty(), "--workers needs --secret-file (or --ca/--cert/--key): devices must prove "
+  check(!f.secret_file.empty(),
+        "--workers needs --secret-file (or --ca/--cert/--key): devices must prove "
         "they belong to the cluster");
   return net::Tls::from_secret_file(f.secret_file);
 }
@@ -106,8 +110,8 @@ class OwningForward : public Forward {
 
 std::vector<std::unique_ptr<Forward>> make_ring_forwards(const ClusterFlags& flags,
                                                          std::shared_ptr<const Model> model,
-                                                         const std::string& model_path, int n_ctx, int threads,
-                                                         int n) {
+                                                         const std::string& model_path, int n_ctx,
+                                                         int threads, int n) {
   check(flags.active(), "no --workers or --accept given");
   // A worker that goes away mid-write must be an error message, not SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
@@ -122,8 +126,9 @@ std::vector<std::unique_ptr<Forward>> make_ring_forwards(const ClusterFlags& fla
 std::unique_ptr<Forward> make_forward(const ClusterFlags& flags, std::shared_ptr<const Model> model,
                                       const std::string& model_path, int n_ctx, ThreadPool& pool) {
   if (!flags.active()) {
-    check(flags.split.empty() && flags.secret_file.empty() && flags.head_layers == "0" && !flags.output_at_head,
-          "cluster flags (--secret-file, --split, --head-layers, --output-at-head) need --workers or --accept");
+    check(
+        flags.split.empty() && flags.secret_file.empty() && flags.head_layers == "0" && !flags.output_at_head,
+        "cluster flags (--secret-file, --split, --head-layers, --output-at-head) need --workers or --accept");
     return std::make_unique<LocalForward>(std::move(model), n_ctx, pool);
   }
   auto v = make_ring_forwards(flags, std::move(model), model_path, n_ctx, pool.size(), 1);

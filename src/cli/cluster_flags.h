@@ -11,19 +11,19 @@
 #include <string>
 
 #include "braid/generate.h"
-#include "braid/sampler.h"
 #include "braid/model.h"
+#include "braid/sampler.h"
 #include "braid/thread_pool.h"
 
 namespace braid::cli {
 
 struct ClusterFlags {
-  std::string workers;      // "HOST:PORT,HOST:PORT"
-  std::string accept;       // HOST:PORT where `braid worker --connect` workers join
+  std::string workers;  // "HOST:PORT,HOST:PORT"
+  std::string accept;   // HOST:PORT where `braid worker --connect` workers join
   int accept_count = 1;
-  std::string secret_file;  // shared secret ...
-  std::string ca, cert, key;  // ... or certificates from `braid keygen`
-  std::string split;        // "0:2,2:5": fixed ranges per worker
+  std::string secret_file;        // shared secret ...
+  std::string ca, cert, key;      // ... or certificates from `braid keygen`
+  std::string split;              // "0:2,2:5": fixed ranges per worker
   std::string head_layers = "0";  // N, or "auto" (the planner may give the head layers)
   bool output_at_head = false;
   std::string transfer = "f32";
@@ -48,8 +48,8 @@ std::unique_ptr<Forward> make_forward(const ClusterFlags& flags, std::shared_ptr
 // pipelines them. Throws unless flags.active().
 std::vector<std::unique_ptr<Forward>> make_ring_forwards(const ClusterFlags& flags,
                                                          std::shared_ptr<const Model> model,
-                                                         const std::string& model_path, int n_ctx, int threads,
-                                                         int n);
+                                                         const std::string& model_path, int n_ctx,
+                                                         int threads, int n);
 
 // `braid run --batch-file FILE`: every line of FILE is a prompt; they are generated
 // concurrently (up to 16 sequences in flight), which on a cluster pipelines them through

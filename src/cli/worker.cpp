@@ -60,8 +60,10 @@ void run(const WorkerArgs& a) {
   const bool certs = !a.ca.empty() || !a.cert.empty() || !a.key.empty();
   check(certs || !a.secret_file.empty(), "a worker needs --secret-file (or --ca/--cert/--key)");
   check(!(certs && !a.secret_file.empty()), "give either --secret-file or --ca/--cert/--key, not both");
-  check(!certs || (!a.ca.empty() && !a.cert.empty() && !a.key.empty()), "certificate mode needs --ca, --cert and --key");
-  const net::Tls tls = certs ? net::Tls::from_certificates(a.ca, a.cert, a.key) : net::Tls::from_secret_file(a.secret_file);
+  check(!certs || (!a.ca.empty() && !a.cert.empty() && !a.key.empty()),
+        "certificate mode needs --ca, --cert and --key");
+  const net::Tls tls =
+      certs ? net::Tls::from_certificates(a.ca, a.cert, a.key) : net::Tls::from_secret_file(a.secret_file);
   signal(SIGPIPE, SIG_IGN);
 
   dist::WorkerOptions o;

@@ -39,7 +39,8 @@ Proof compute_proof(SSL* ssl, const Tls::State& tls, const char* role) {
   if (!tls.secret_mode) return p;
   static const char kLabel[] = "EXPORTER-braid-auth-1";
   uint8_t exported[32];
-  check(SSL_export_keying_material(ssl, exported, sizeof exported, kLabel, sizeof kLabel - 1, nullptr, 0, 0) == 1,
+  check(SSL_export_keying_material(ssl, exported, sizeof exported, kLabel, sizeof kLabel - 1, nullptr, 0,
+                                   0) == 1,
         "TLS exporter failed: ", openssl_error());
   std::string msg = std::string("braid-auth/1 ") + role;
   msg.append(reinterpret_cast<const char*>(exported), sizeof exported);
@@ -80,7 +81,8 @@ void prove_client(SSL* ssl, const Tls::State& tls, Exchange& io, const std::stri
   if (status != kOk) {
     fail(peer, " refused us: ", text.empty() ? "status " + std::to_string(status) : text);
   }
-  check(version == kVersion, peer, " speaks authentication version ", version, ", this braid speaks ", kVersion);
+  check(version == kVersion, peer, " speaks authentication version ", version, ", this braid speaks ",
+        kVersion);
   const Proof expected = compute_proof(ssl, tls, "server");
   check(CRYPTO_memcmp(expected.data(), reply + 8, kProofBytes) == 0, peer,
         " could not prove the cluster secret (another cluster, or someone in the middle)");
@@ -108,13 +110,16 @@ void prove_server(SSL* ssl, const Tls::State& tls, Exchange& io, const std::stri
     fail(why);
   };
   if (version != kVersion) {
-    refuse(kBadVersion, cat("unsupported authentication version ", version, " (this braid speaks ", kVersion, ")"));
+    refuse(kBadVersion,
+           cat("unsupported authentication version ", version, " (this braid speaks ", kVersion, ")"));
   }
   if (mode != my_mode) {
-    refuse(kWrongMode, cat("it authenticates with ", mode_name(mode), ", this device with ", mode_name(my_mode)));
+    refuse(kWrongMode,
+           cat("it authenticates with ", mode_name(mode), ", this device with ", mode_name(my_mode)));
   }
   const Proof expected = compute_proof(ssl, tls, "client");
-  if (CRYPTO_memcmp(expected.data(), hello + 8, kProofBytes) != 0) refuse(kWrongSecret, "wrong cluster secret");
+  if (CRYPTO_memcmp(expected.data(), hello + 8, kProofBytes) != 0)
+    refuse(kWrongSecret, "wrong cluster secret");
 
   uint8_t reply[kHelloBytes];
   put_header(reply, kOk, 0);

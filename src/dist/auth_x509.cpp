@@ -51,22 +51,22 @@ PkeyPtr generate_key() {
   return key;
 }
 
-X509Ptr make_certificate(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key,
-                         bool ca, int days) {
+X509Ptr make_certificate(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key, bool ca,
+                         int days) {
   X509Ptr cert(X509_new());
   check(cert != nullptr, "out of memory making a certificate");
   X509_set_version(cert.get(), 2);
   // A random 63-bit serial: certificates from one CA must not share serials.
   uint64_t serial = 0;
-  check(RAND_bytes(reinterpret_cast<unsigned char*>(&serial), sizeof serial) == 1, "no randomness: ",
-        openssl_error());
+  check(RAND_bytes(reinterpret_cast<unsigned char*>(&serial), sizeof serial) == 1,
+        "no randomness: ", openssl_error());
   ASN1_INTEGER_set_uint64(X509_get_serialNumber(cert.get()), serial >> 1);
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 86400);
   X509_set_pubkey(cert.get(), key);
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1,
-                             -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()),
+                             -1, -1, 0);
   X509* signer = issuer ? issuer : cert.get();
   X509_set_issuer_name(cert.get(), X509_get_subject_name(signer));
   if (ca) {
@@ -77,8 +77,8 @@ X509Ptr make_certificate(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP
     add_extension(cert.get(), signer, NID_key_usage, "critical,digitalSignature");
     add_extension(cert.get(), signer, NID_ext_key_usage, "serverAuth,clientAuth");
   }
-  check(X509_sign(cert.get(), issuer_key ? issuer_key : key, EVP_sha256()) > 0, "cannot sign a certificate: ",
-        openssl_error());
+  check(X509_sign(cert.get(), issuer_key ? issuer_key : key, EVP_sha256()) > 0,
+        "cannot sign a certificate: ", openssl_error());
   return cert;
 }
 

@@ -30,8 +30,8 @@ PkeyPtr generate_key();
 // A certificate for `key` with subject CN=`common_name`, valid from an hour ago for
 // `days`. Signed by issuer/issuer_key, or self-signed when those are null. `ca` marks it
 // a CA (basicConstraints CA:TRUE, keyCertSign).
-X509Ptr make_certificate(EVP_PKEY* key, const std::string& common_name, X509* issuer,
-                         EVP_PKEY* issuer_key, bool ca, int days);
+X509Ptr make_certificate(EVP_PKEY* key, const std::string& common_name, X509* issuer, EVP_PKEY* issuer_key,
+                         bool ca, int days);
 
 std::string to_pem(X509* cert);
 std::string to_pem(EVP_PKEY* key);

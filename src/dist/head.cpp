@@ -99,7 +99,8 @@ void RingImpl::log(const std::string& line) const {
 std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std::string& model_path,
                                   const net::Tls& tls, const HeadOptions& options) {
   check(!options.workers.empty() || options.accept_count > 0, "no workers given");
-  check(options.accept_count == 0 || !options.accept.empty(), "workers to accept, but no address to accept on");
+  check(options.accept_count == 0 || !options.accept.empty(),
+        "workers to accept, but no address to accept on");
   check(options.n_ctx >= 1, "context size must be at least 1");
   check(options.max_sequences >= 1, "at least one sequence must fit");
   auto ring = std::make_unique<RingImpl>();
@@ -109,8 +110,8 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
   r.opt = options;
   r.transfer = transfer_from_name(options.transfer);
   const ModelConfig& config = r.model->config();
-  check(r.transfer != proto::WireType::kQ8_0 || config.dim % 32 == 0, "--transfer q8 needs a hidden size that is a ",
-        "multiple of 32; this model's is ", config.dim);
+  check(r.transfer != proto::WireType::kQ8_0 || config.dim % 32 == 0,
+        "--transfer q8 needs a hidden size that is a ", "multiple of 32; this model's is ", config.dim);
   for (size_t i = 0; i < options.workers.size(); ++i) {
     for (size_t j = 0; j < i; ++j)
       check(options.workers[i].str() != options.workers[j].str(), "worker ", options.workers[i].str(),
@@ -155,8 +156,9 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
     w.last = part.last;
     // A worker that dialed in cannot be reached by its neighbours: it is a chain of its
     // own, and the head relays to and from it.
-    const bool alone = w.dialed_in || (!r.chains.empty() && !r.chains.back()->workers.empty() &&
-                                       r.workers[static_cast<size_t>(r.chains.back()->workers.back())]->dialed_in);
+    const bool alone =
+        w.dialed_in || (!r.chains.empty() && !r.chains.back()->workers.empty() &&
+                        r.workers[static_cast<size_t>(r.chains.back()->workers.back())]->dialed_in);
     if (r.steps.empty() || r.steps.back().local || alone) {
       r.chains.push_back(std::make_unique<Chain>());
       r.steps.push_back(Step{false, part.first, part.last, static_cast<int>(r.chains.size()) - 1});
@@ -165,7 +167,8 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
     r.chains.back()->workers.push_back(part.worker);
   }
   if (!r.plan.output_at_head) {
-    check(!r.steps.empty() && !r.steps.back().local, "the plan ends on the head but does not run the output there");
+    check(!r.steps.empty() && !r.steps.back().local,
+          "the plan ends on the head but does not run the output there");
     r.workers[static_cast<size_t>(r.chains.back()->workers.back())]->output = true;
   }
 
@@ -184,15 +187,16 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
     load.activation_type = r.transfer;
     load.context_length = static_cast<uint32_t>(options.n_ctx);
     load.max_sequences = static_cast<uint32_t>(options.max_sequences);
-    expect<proto::Loaded>(
-        r.request_with_model(w, make_frame(load), tensors_for_stage(r.model->gguf(), w.first, w.last, w.output)),
-        "worker " + w.addr.str());
+    expect<proto::Loaded>(r.request_with_model(w, make_frame(load),
+                                               tensors_for_stage(r.model->gguf(), w.first, w.last, w.output)),
+                          "worker " + w.addr.str());
   });
   for (auto& chain : r.chains) {
     for (size_t k = 0; k + 1 < chain->workers.size(); ++k) {
       RemoteWorker& w = *r.workers[static_cast<size_t>(chain->workers[k])];
       const RemoteWorker& next = *r.workers[static_cast<size_t>(chain->workers[k + 1])];
-      expect<Linked>(w.request(Route{next.addr.str(), next.session}, options.io_timeout), "worker " + w.addr.str());
+      expect<Linked>(w.request(Route{next.addr.str(), next.session}, options.io_timeout),
+                     "worker " + w.addr.str());
     }
   }
   // Workers the plan leaves out end their sessions now.
@@ -216,8 +220,9 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
     chain.receiver = std::thread([&r, c] { r.receive_loop(static_cast<int>(c)); });
   }
   r.stop_accepting();
-  r.log(cat("ring: ", r.describe(),
-            r.plan.predicted_ms > 0 ? cat(" (predicted ", r.plan.predicted_ms, " ms/token)") : std::string()));
+  r.log(
+      cat("ring: ", r.describe(),
+          r.plan.predicted_ms > 0 ? cat(" (predicted ", r.plan.predicted_ms, " ms/token)") : std::string()));
   return ring;
 }
 

@@ -70,8 +70,8 @@ class RemoteForward : public Forward {
     check(static_cast<int64_t>(pos0) + n <= n_ctx(), "prompt of ", static_cast<int64_t>(pos0) + n,
           " tokens exceeds the context of ", n_ctx());
     for (int i = 0; i < n; ++i)
-      check(tokens[i] >= 0 && tokens[i] < c.n_vocab, "token id ", tokens[i], " is outside the vocabulary [0, ",
-            c.n_vocab, ")");
+      check(tokens[i] >= 0 && tokens[i] < c.n_vocab, "token id ", tokens[i],
+            " is outside the vocabulary [0, ", c.n_vocab, ")");
     // Until this call completes the devices may hold different prefixes; a retry from
     // pos0 truncates them all back.
     n_pos_ = pos0;
@@ -92,9 +92,10 @@ class RemoteForward : public Forward {
           // prompt without all_logits get theirs too, unused.
           const int rows = all_logits ? m : 1;
           check(l->mode == proto::LogitsMode::kFull && static_cast<int>(l->n_tokens) == rows &&
-                    static_cast<int>(l->n_vocab) == c.n_vocab && l->pos0 == static_cast<uint32_t>(pos0 + start + m - rows),
-                "worker sent logits for ", l->n_tokens, " tokens of ", l->n_vocab, " at ", l->pos0, ", expected ", rows,
-                " of ", c.n_vocab, " at ", pos0 + start + m - rows);
+                    static_cast<int>(l->n_vocab) == c.n_vocab &&
+                    l->pos0 == static_cast<uint32_t>(pos0 + start + m - rows),
+                "worker sent logits for ", l->n_tokens, " tokens of ", l->n_vocab, " at ", l->pos0,
+                ", expected ", rows, " of ", c.n_vocab, " at ", pos0 + start + m - rows);
           if (all_logits) {
             std::copy(l->full.begin(), l->full.end(), logits + static_cast<size_t>(start) * c.n_vocab);
           } else if (last_batch) {
@@ -103,9 +104,10 @@ class RemoteForward : public Forward {
           have_logits = true;
         } else {
           const auto* a = reply.get<proto::Activations>();
-          check(static_cast<int>(a->n_tokens) == m && static_cast<int>(a->dim) == c.dim && a->pos0 ==
-                static_cast<uint32_t>(pos0 + start), "worker sent hidden states for ", a->n_tokens, " tokens of ",
-                a->dim, " at ", a->pos0, ", expected ", m, " of ", c.dim, " at ", pos0 + start);
+          check(static_cast<int>(a->n_tokens) == m && static_cast<int>(a->dim) == c.dim &&
+                    a->pos0 == static_cast<uint32_t>(pos0 + start),
+                "worker sent hidden states for ", a->n_tokens, " tokens of ", a->dim, " at ", a->pos0,
+                ", expected ", m, " of ", c.dim, " at ", pos0 + start);
           hidden_ = a->to_f32();
         }
       }
@@ -130,9 +132,8 @@ class RemoteForward : public Forward {
 
   Incoming round_trip(int c, int pos, int m, bool all_logits) {
     Chain& chain = *r_.chains[static_cast<size_t>(c)];
-    proto::Activations a = proto::Activations::from_f32(static_cast<uint32_t>(pos),
-                                                        static_cast<uint32_t>(r_.model->config().dim), hidden_,
-                                                        r_.transfer);
+    proto::Activations a = proto::Activations::from_f32(
+        static_cast<uint32_t>(pos), static_cast<uint32_t>(r_.model->config().dim), hidden_, r_.transfer);
     a.all_logits = all_logits;
     const proto::Frame h = make_frame(std::move(a), seq_, static_cast<uint32_t>(pos));
     {
@@ -147,9 +148,8 @@ class RemoteForward : public Forward {
       fail(r_.diagnose(c, e.what()));
     }
     std::unique_lock<std::mutex> lock(chain.mu);
-    const bool got = chain.cv.wait_for(lock, r_.opt.io_timeout, [&] {
-      return chain.replies.count(seq_) > 0 || !chain.broken.empty();
-    });
+    const bool got = chain.cv.wait_for(
+        lock, r_.opt.io_timeout, [&] { return chain.replies.count(seq_) > 0 || !chain.broken.empty(); });
     if (!got) {
       const RemoteWorker& last = *r_.workers[static_cast<size_t>(chain.workers.back())];
       fail("no reply from ", last.label(), " within ", net::format_duration(r_.opt.io_timeout));

@@ -76,7 +76,8 @@ PlanResult fixed_split(const Model& model, const RingImpl& r) {
     const auto [a, b] = o.split[i];
     check(a == next, "--split: worker ", i + 1, " starts at layer ", a, ", expected ", next,
           next == h && h > 0 ? " (after the head's layers)" : "");
-    check(b > a && b <= n_layers, "--split: range ", a, ":", b, " is outside the model's ", n_layers, " layers");
+    check(b > a && b <= n_layers, "--split: range ", a, ":", b, " is outside the model's ", n_layers,
+          " layers");
     p.parts.push_back({static_cast<int>(i), a, b});
     next = b;
   }
@@ -94,7 +95,8 @@ double best_probe(RemoteWorker& w, uint32_t bytes, int reps, net::Millis timeout
     p.reply_bytes = bytes;
     const auto t0 = std::chrono::steady_clock::now();
     expect<proto::Probe>(w.request(make_frame(p), timeout), w.label());
-    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   return best;
 }
@@ -121,7 +123,8 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
       // A worker without the model file gets the small tensors and the first layer to
       // time (the others are estimated from their size).
       const proto::Profile p = expect<proto::Profile>(
-          r.request_with_model(*w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)), w->label());
+          r.request_with_model(*w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)),
+          w->label());
       w->name = p.device_name;
       w->threads = static_cast<int>(p.threads);
       w->profile.output_ms = p.output_ms;
@@ -228,8 +231,8 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
   p.predicted_ms = plan.prediction.latency_ms;
   p.summary = planner::describe(cl, plan.assignment);
   r.log(cat("plan (", plan.solver, h > 0 ? cat(", layers from ", h) : std::string(), "): ", p.summary,
-            ", predicted ", plan.prediction.latency_ms, " ms/token, bottleneck ", plan.prediction.bottleneck_ms,
-            " ms"));
+            ", predicted ", plan.prediction.latency_ms, " ms/token, bottleneck ",
+            plan.prediction.bottleneck_ms, " ms"));
   return p;
 }
 

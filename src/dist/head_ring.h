@@ -5,17 +5,17 @@
 #include <atomic>
 #include <condition_variable>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "braid/cluster.h"
 #include "braid/mapped_file.h"
-#include "braid/thread_pool.h"
 #include "braid/protocol.h"
+#include "braid/thread_pool.h"
 #include "dist/transport_frames.h"
 #include "dist/worker_model.h"
 #include "dist/worker_stage.h"
@@ -25,17 +25,17 @@ namespace braid::dist {
 // One worker as the head sees it.
 struct RemoteWorker {
   net::Endpoint addr;
-  std::string name;   // what the worker calls itself
+  std::string name;  // what the worker calls itself
   int threads = 0;
   std::shared_ptr<net::Connection> control;
   std::mutex control_mu;  // setup, teardown and diagnosis may overlap
   uint64_t session = 0;
   DeviceProfile profile;
   double rtt_ms = 0, bytes_per_s = 0;
-  int first = 0, last = 0;  // assigned layers
+  int first = 0, last = 0;         // assigned layers
   std::set<std::string> streamed;  // tensors sent to it (a worker without the model file)
-  bool output = false;      // runs the output norm + head
-  bool dialed_in = false;   // reached us through HeadOptions::accept: only we can reach it
+  bool output = false;             // runs the output norm + head
+  bool dialed_in = false;          // reached us through HeadOptions::accept: only we can reach it
 
   std::string label() const;  // "worker 127.0.0.1:7001 (layers [2, 5))"
   // One request on the control link and its reply (see expect<T>() for unpacking it).
@@ -54,7 +54,7 @@ struct Chain {
   std::mutex mu;
   std::condition_variable cv;
   std::map<uint64_t, Incoming> replies;  // by sequence: at most one batch is in flight
-  std::string broken;                   // why the chain stopped, once it has
+  std::string broken;                    // why the chain stopped, once it has
 };
 
 // One step of the ring: the head's own layers, or a chain of workers.
@@ -101,7 +101,8 @@ class RingImpl : public Ring {
   // Sends a request that needs the model (PROFILE_REQUEST, LOAD) and returns the reply.
   // A worker without the model file answers ERROR (model mismatch): it then gets the
   // file's header and the tensors `needed` (head_stream.cpp), and the request again.
-  Incoming request_with_model(RemoteWorker& w, const proto::Frame& request, const std::vector<std::string>& needed);
+  Incoming request_with_model(RemoteWorker& w, const proto::Frame& request,
+                              const std::vector<std::string>& needed);
   // Input/output link of worker w: dialed by us, or by it on request.
   std::shared_ptr<net::Connection> link_to(RemoteWorker& w, LinkKind kind);
 
@@ -109,7 +110,7 @@ class RingImpl : public Ring {
   net::Tls tls;
   HeadOptions opt;
   proto::WireType transfer = proto::WireType::kF32;
-  std::string model_path;  // absolute, as the workers are told
+  std::string model_path;            // absolute, as the workers are told
   std::shared_ptr<MappedFile> file;  // the model file's bytes, when streaming
   proto::Sha256 fingerprint{};
   std::vector<std::unique_ptr<RemoteWorker>> workers;
@@ -127,7 +128,7 @@ class RingImpl : public Ring {
   std::atomic<bool> accepting{false};
   std::mutex accept_mu;
   std::condition_variable accept_cv;
-  std::vector<std::pair<std::shared_ptr<net::Connection>, uint64_t>> joined;  // control links, sessions
+  std::vector<std::pair<std::shared_ptr<net::Connection>, uint64_t>> joined;   // control links, sessions
   std::map<std::pair<uint64_t, int>, std::shared_ptr<net::Connection>> links;  // (session, kind)
 };
 

@@ -67,8 +67,8 @@ Endpoint Endpoint::parse(const std::string& text) {
   size_t colon;
   if (!text.empty() && text[0] == '[') {
     const size_t close = text.find(']');
-    check(close != std::string::npos && close + 1 < text.size() && text[close + 1] == ':', "bad address '", text,
-          "': expected [IPv6]:PORT");
+    check(close != std::string::npos && close + 1 < text.size() && text[close + 1] == ':', "bad address '",
+          text, "': expected [IPv6]:PORT");
     e.host = text.substr(1, close - 1);
     colon = close + 1;
   } else {
@@ -103,8 +103,8 @@ namespace {
 // Runs the async operation `start` on conn's context until it completes, the deadline
 // passes or the connection is interrupted. Returns its error code.
 template <class Start>
-asio::error_code run_op(Connection::Impl& impl, const std::atomic<bool>& interrupted, Clock::time_point deadline,
-                        bool& timed_out, Start start) {
+asio::error_code run_op(Connection::Impl& impl, const std::atomic<bool>& interrupted,
+                        Clock::time_point deadline, bool& timed_out, Start start) {
   timed_out = false;
   asio::error_code result = asio::error::would_block;
   bool done = false;
@@ -180,10 +180,12 @@ std::unique_ptr<Connection> Connection::dial(const Tls& tls, const Endpoint& to,
     Connection* c;
     Clock::time_point deadline;
     void read(void* d, size_t n) override {
-      c->read(d, n, std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
+      c->read(d, n,
+              std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
     }
     void write(const void* d, size_t n) override {
-      c->write(d, n, std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
+      c->write(d, n,
+               std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
     }
   } io;
   io.c = c.get();
@@ -213,10 +215,12 @@ void Connection::handshake_server(Millis timeout) {
     Connection* c;
     Clock::time_point deadline;
     void read(void* d, size_t n) override {
-      c->read(d, n, std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
+      c->read(d, n,
+              std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
     }
     void write(const void* d, size_t n) override {
-      c->write(d, n, std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
+      c->write(d, n,
+               std::chrono::duration_cast<Millis>(std::max(deadline - Clock::now(), Clock::duration{1})));
     }
   } io;
   io.c = this;
@@ -277,9 +281,8 @@ void Connection::close() {
   if (!impl.broken && !interrupted_.load()) {
     bool timed_out = false;
     // close_notify, waiting at most briefly: the peer may already be gone.
-    run_op(impl, interrupted_, Clock::now() + Millis(200), timed_out, [&](auto done) {
-      impl.ssl.async_shutdown([done](const asio::error_code& e) { done(e); });
-    });
+    run_op(impl, interrupted_, Clock::now() + Millis(200), timed_out,
+           [&](auto done) { impl.ssl.async_shutdown([done](const asio::error_code& e) { done(e); }); });
   }
   impl.broken = true;
   asio::error_code ec;

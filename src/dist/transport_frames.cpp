@@ -20,12 +20,18 @@ enum : uint16_t {
 
 const char* link_name(uint16_t t) {
   switch (t) {
-    case kLink: return "LINK";
-    case kLinked: return "LINKED";
-    case kRoute: return "ROUTE";
-    case kDialBack: return "DIAL_BACK";
-    case kModelHeader: return "MODEL_HEADER";
-    case kModelData: return "MODEL_DATA";
+    case kLink:
+      return "LINK";
+    case kLinked:
+      return "LINKED";
+    case kRoute:
+      return "ROUTE";
+    case kDialBack:
+      return "DIAL_BACK";
+    case kModelHeader:
+      return "MODEL_HEADER";
+    case kModelData:
+      return "MODEL_DATA";
   }
   return "?";
 }
@@ -48,11 +54,12 @@ uint32_t check_link_header(const uint8_t* b, const proto::Limits& limits) {
         proto::kVersion, " (run the same braid version on every device)");
   const char* name = link_name(peek_type(b));
   check(le32(b + 8) == 0, name, " frame: flags are not defined");
-  check(le32(b + 12) == 0 && le32(b + 16) == 0 && le32(b + 20) == 0, name, " frame: step and sequence must be 0");
+  check(le32(b + 12) == 0 && le32(b + 16) == 0 && le32(b + 20) == 0, name,
+        " frame: step and sequence must be 0");
   check(le32(b + 28) == 0, name, " frame: reserved header field is not 0");
   const uint32_t payload = le32(b + 24);
-  check(payload <= limits.max_payload_bytes, name, " frame: payload of ", payload, " bytes exceeds the limit of ",
-        limits.max_payload_bytes, " bytes");
+  check(payload <= limits.max_payload_bytes, name, " frame: payload of ", payload,
+        " bytes exceeds the limit of ", limits.max_payload_bytes, " bytes");
   return payload;
 }
 
@@ -94,7 +101,8 @@ LinkMessage decode_link(uint16_t type, const uint8_t* p, size_t n, const proto::
       ModelHeader h;
       h.file_size = r.u64("file_size");
       const uint32_t n = r.u32("header_len");
-      if (n < 24 || n > h.file_size) r.fail("header_len", " is ", n, " for a file of ", h.file_size, " bytes");
+      if (n < 24 || n > h.file_size)
+        r.fail("header_len", " is ", n, " for a file of ", h.file_size, " bytes");
       auto b = r.bytes("header", n);
       h.bytes.assign(b.begin(), b.end());
       m = std::move(h);
@@ -274,8 +282,9 @@ void check_hello(const Incoming& in, const std::string& who) {
   if (const auto* e = in.get<proto::ErrorMessage>()) fail(who, " refused us: ", e->message);
   const proto::Hello* h = in.get<proto::Hello>();
   check(h != nullptr, who, " did not start with HELLO (sent ", in.name(), ")");
-  check(h->min_version <= proto::kVersion && proto::kVersion <= h->max_version, who, " speaks protocol versions ",
-        h->min_version, "..", h->max_version, ", this braid speaks ", proto::kVersion);
+  check(h->min_version <= proto::kVersion && proto::kVersion <= h->max_version, who,
+        " speaks protocol versions ", h->min_version, "..", h->max_version, ", this braid speaks ",
+        proto::kVersion);
 }
 
 }  // namespace braid::dist

@@ -70,7 +70,8 @@ struct Incoming {
   template <class T>
   const T* get() const {
     if constexpr (std::is_same_v<T, Link> || std::is_same_v<T, Linked> || std::is_same_v<T, Route> ||
-                  std::is_same_v<T, DialBack> || std::is_same_v<T, ModelHeader> || std::is_same_v<T, ModelData>) {
+                  std::is_same_v<T, DialBack> || std::is_same_v<T, ModelHeader> ||
+                  std::is_same_v<T, ModelData>) {
       return is_link ? std::get_if<T>(&link) : nullptr;
     } else {
       return is_link ? nullptr : std::get_if<T>(&frame.message);

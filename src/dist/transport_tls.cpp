@@ -83,8 +83,8 @@ Tls Tls::from_certificates(const std::string& ca_file, const std::string& cert_f
     // Trust exactly the cluster CA (not the system store) and require the peer's
     // certificate in both directions.
     X509_STORE* store = X509_STORE_new();
-    check(store && X509_STORE_add_cert(store, ca.get()) == 1, ca_file, ": cannot use the CA: ",
-          detail::openssl_error());
+    check(store && X509_STORE_add_cert(store, ca.get()) == 1, ca_file,
+          ": cannot use the CA: ", detail::openssl_error());
     SSL_CTX_set_cert_store(c, store);
     (*ctx)->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
   }

@@ -31,7 +31,8 @@ void Session::close() {
 
 Worker::Impl::Impl(net::Tls t, WorkerOptions o) : tls(std::move(t)), opt(std::move(o)) {
   check(opt.threads >= 1, "threads must be at least 1");
-  check(opt.slowdown >= 1.0 && opt.slowdown <= 1000.0, "--slowdown must be in [1, 1000] (got ", opt.slowdown, ")");
+  check(opt.slowdown >= 1.0 && opt.slowdown <= 1000.0, "--slowdown must be in [1, 1000] (got ", opt.slowdown,
+        ")");
   if (opt.name.empty()) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
@@ -134,7 +135,8 @@ void Worker::Impl::handle(std::shared_ptr<net::Connection> conn, bool handshake)
   live.erase(conn);
 }
 
-void Worker::Impl::control_loop(const std::shared_ptr<net::Connection>& conn, const std::shared_ptr<Session>& s) {
+void Worker::Impl::control_loop(const std::shared_ptr<net::Connection>& conn,
+                                const std::shared_ptr<Session>& s) {
   std::string why = "the head said goodbye";
   try {
     while (true) {
@@ -166,7 +168,9 @@ void Worker::Impl::ensure_model(Session& s, const std::string& path, const proto
     return;
   }
   const std::string local =
-      opt.model_dir.empty() ? path : (std::filesystem::path(opt.model_dir) / std::filesystem::path(path).filename()).string();
+      opt.model_dir.empty()
+          ? path
+          : (std::filesystem::path(opt.model_dir) / std::filesystem::path(path).filename()).string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(local, ec))
     throw ModelMissing(cat("model file '", local, "' not found on worker ", opt.name));
@@ -178,8 +182,9 @@ void Worker::Impl::ensure_model(Session& s, const std::string& path, const proto
   }
   const proto::Sha256 mine = model_fingerprint(model->gguf(), std::filesystem::file_size(local, ec));
   if (mine != fingerprint) {
-    throw ModelMissing(cat("model file '", local, "' on worker ", opt.name, " is not the head's (fingerprint ",
-                           short_hex(mine), " vs ", short_hex(fingerprint), ")"));
+    throw ModelMissing(cat("model file '", local, "' on worker ", opt.name,
+                           " is not the head's (fingerprint ", short_hex(mine), " vs ",
+                           short_hex(fingerprint), ")"));
   }
   s.model = std::move(model);
   s.model_path = local;
@@ -212,8 +217,8 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
               "the streamed model is not the one requested");
       }
       const int n_layers = s.model->config().n_layers;
-      const std::vector<bool> present =
-          s.streamed ? s.streamed->layers_present(n_layers) : std::vector<bool>(static_cast<size_t>(n_layers), true);
+      const std::vector<bool> present = s.streamed ? s.streamed->layers_present(n_layers)
+                                                   : std::vector<bool>(static_cast<size_t>(n_layers), true);
       check(std::find(present.begin(), present.end(), true) != present.end(),
             "no layer of the model has arrived to measure");
       const bool output_present = !s.streamed || s.streamed->missing(0, 0, true).empty();
@@ -244,8 +249,8 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
       const ModelConfig& c = s.model->config();
       const int first = static_cast<int>(l->first_layer), last = static_cast<int>(l->last_layer);
       const int n_ctx = static_cast<int>(l->context_length), max_seqs = static_cast<int>(l->max_sequences);
-      check(first <= last && last <= c.n_layers && (first < last || l->runs_output), "bad layer range [", first,
-            ", ", last, ") for a model of ", c.n_layers, " layers");
+      check(first <= last && last <= c.n_layers && (first < last || l->runs_output), "bad layer range [",
+            first, ", ", last, ") for a model of ", c.n_layers, " layers");
       check(n_ctx >= 1 && n_ctx <= (1 << 24), "bad context size ", n_ctx);
       check(max_seqs >= 1 && max_seqs <= 4096, "bad sequence count ", max_seqs);
       uint64_t weights = 0;
@@ -256,9 +261,9 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
         const uint64_t need = weights + static_cast<uint64_t>(last - first) * static_cast<uint64_t>(n_ctx) *
                                             static_cast<uint64_t>(max_seqs) * 2 * sizeof(float) *
                                             static_cast<uint64_t>(c.kv_dim());
-        check(need <= opt.mem_limit, "layers [", first, ", ", last, ") with ", max_seqs, " sequence(s) of ", n_ctx,
-              " positions need ", need >> 20, " MiB, more than this worker's --mem-limit of ", opt.mem_limit >> 20,
-              " MiB");
+        check(need <= opt.mem_limit, "layers [", first, ", ", last, ") with ", max_seqs, " sequence(s) of ",
+              n_ctx, " positions need ", need >> 20, " MiB, more than this worker's --mem-limit of ",
+              opt.mem_limit >> 20, " MiB");
       }
       {
         std::lock_guard<std::mutex> lock(s.mu);
@@ -272,12 +277,13 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
       reply.first_layer = l->first_layer;
       reply.last_layer = l->last_layer;
       reply.resident_bytes = weights;
-      reply.load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      reply.load_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       send(conn, make_frame(reply), t);
     } else if (const auto* r = in.get<Route>()) {
       // Link to the successor now, so the first token does not pay for it.
-      auto next =
-          std::shared_ptr<net::Connection>(net::Connection::dial(tls, net::Endpoint::parse(r->next), opt.handshake_timeout));
+      auto next = std::shared_ptr<net::Connection>(
+          net::Connection::dial(tls, net::Endpoint::parse(r->next), opt.handshake_timeout));
       send(*next, make_hello(proto::Role::kWorker, opt.name), Link{LinkKind::kInput, r->session}, t);
       check_hello(receive(*next, t), "worker " + r->next);
       expect<Linked>(receive(*next, t), "worker " + r->next);
@@ -291,7 +297,8 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
     } else if (const auto* d = in.get<DialBack>()) {
       // Dial-out mode: the head cannot reach us, so we open its data links.
       check(head_addr.has_value(), "DIAL_BACK outside dial-out mode");
-      auto link = std::shared_ptr<net::Connection>(net::Connection::dial(tls, *head_addr, opt.handshake_timeout));
+      auto link =
+          std::shared_ptr<net::Connection>(net::Connection::dial(tls, *head_addr, opt.handshake_timeout));
       send(*link, make_hello(proto::Role::kWorker, opt.name), Link{d->kind, s.id}, t);
       check_hello(receive(*link, t), "head " + head_addr->str());
       expect<Linked>(receive(*link, t), "head " + head_addr->str());
@@ -334,7 +341,8 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
   }
 }
 
-Worker::Worker(net::Tls tls, WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(tls), std::move(options))) {}
+Worker::Worker(net::Tls tls, WorkerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(tls), std::move(options))) {}
 
 Worker::~Worker() { stop(); }
 
@@ -369,7 +377,8 @@ void Worker::serve_head(const net::Endpoint& head) {
     try {
       conn = net::Connection::dial(w.tls, head, w.opt.handshake_timeout);
       s = w.new_session(conn);
-      send(*conn, make_hello(proto::Role::kWorker, w.opt.name), Link{LinkKind::kControl, s->id}, w.opt.io_timeout);
+      send(*conn, make_hello(proto::Role::kWorker, w.opt.name), Link{LinkKind::kControl, s->id},
+           w.opt.io_timeout);
       check_hello(receive(*conn, w.opt.io_timeout), "head " + head.str());
       expect<Linked>(receive(*conn, w.opt.io_timeout), "head " + head.str());
     } catch (const Error& e) {

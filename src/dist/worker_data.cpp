@@ -23,11 +23,14 @@ std::shared_ptr<net::Connection> wait_output(Session& s, net::Millis timeout) {
   return s.out;
 }
 
-double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
 
 }  // namespace
 
-void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn, const std::shared_ptr<Session>& sp) {
+void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn,
+                              const std::shared_ptr<Session>& sp) {
   Session& s = *sp;
   {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -49,7 +52,8 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn, cons
         try {
           check(d.stage != nullptr, "no layers assigned");
           const ModelConfig& c = d.stage->model().config();
-          check(a->dim == static_cast<uint32_t>(c.dim), "hidden states of width ", a->dim, ", the model's is ", c.dim);
+          check(a->dim == static_cast<uint32_t>(c.dim), "hidden states of width ", a->dim,
+                ", the model's is ", c.dim);
           std::vector<float> hidden = a->to_f32();
           const int n = static_cast<int>(a->n_tokens);
           const auto t0 = Clock::now();
@@ -80,7 +84,8 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn, cons
             out = make_frame(std::move(next), seq, in.frame.step);
           }
         } catch (const Error& e) {
-          out = make_error(cat("worker ", opt.name, " (", d.label, "): ", e.what()), proto::ErrorCode::kInternal, seq);
+          out = make_error(cat("worker ", opt.name, " (", d.label, "): ", e.what()),
+                           proto::ErrorCode::kInternal, seq);
         }
         send(*wait_output(s, opt.io_timeout), out, opt.io_timeout);
       } else if (in.get<proto::SeqReset>()) {
@@ -103,7 +108,8 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn, cons
   // through the rest of the ring instead of leaving it waiting.
   const bool was_closed = s.closed;
   s.close();
-  if (!stopping.load() && !was_closed) log(cat("session ", s.id, ": input from ", conn->peer(), " ended: ", why));
+  if (!stopping.load() && !was_closed)
+    log(cat("session ", s.id, ": input from ", conn->peer(), " ended: ", why));
 }
 
 }  // namespace braid::dist

@@ -14,9 +14,9 @@
 
 #include "braid/cluster.h"
 #include "braid/model.h"
+#include "braid/protocol.h"
 #include "braid/thread_pool.h"
 #include "braid/transport.h"
-#include "braid/protocol.h"
 #include "dist/transport_frames.h"
 #include "dist/worker_stage.h"
 #include "dist/worker_stream.h"
@@ -96,7 +96,7 @@ struct Worker::Impl {
   std::condition_variable cv;
   std::map<uint64_t, std::shared_ptr<Session>> sessions;
   std::set<std::shared_ptr<net::Connection>> live;  // interrupted on stop()
-  int running = 0;                                   // connection threads
+  int running = 0;                                  // connection threads
 };
 
 }  // namespace braid::dist

@@ -120,13 +120,15 @@ DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowd
   }
   const double ms_per_byte = timed_bytes > 0 ? timed_ms / timed_bytes : 0;
   for (int l = 0; l < c.n_layers; ++l)
-    if (!has(l)) p.layer_ms[static_cast<size_t>(l)] = ms_per_byte * static_cast<double>(model.layer_weight_bytes(l));
+    if (!has(l))
+      p.layer_ms[static_cast<size_t>(l)] = ms_per_byte * static_cast<double>(model.layer_weight_bytes(l));
   if (output_present) {
     p.output_ms = 1e30;
     for (int r = 0; r < kRuns; ++r) {
       const auto t0 = Clock::now();
       model.output(hidden.data(), 1, logits.data(), pool);
-      p.output_ms = std::min(p.output_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      p.output_ms =
+          std::min(p.output_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
   } else {
     p.output_ms = ms_per_byte * static_cast<double>(model.output_weight_bytes());

@@ -9,8 +9,8 @@ namespace braid::dist {
 
 using Clock = std::chrono::steady_clock;
 
-Stage::Stage(std::shared_ptr<const Model> model, int first, int last, int n_ctx, int max_seqs, ThreadPool& pool,
-             double slowdown)
+Stage::Stage(std::shared_ptr<const Model> model, int first, int last, int n_ctx, int max_seqs,
+             ThreadPool& pool, double slowdown)
     : model_(std::move(model)),
       first_(first),
       last_(last),
@@ -27,7 +27,8 @@ Stage::Stage(std::shared_ptr<const Model> model, int first, int last, int n_ctx,
 }
 
 void Stage::pad(double seconds) {
-  if (slowdown_ > 1.0) std::this_thread::sleep_for(std::chrono::duration<double>(seconds * (slowdown_ - 1.0)));
+  if (slowdown_ > 1.0)
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds * (slowdown_ - 1.0)));
 }
 
 void Stage::run(uint64_t seq, int pos0, int n, float* hidden) {

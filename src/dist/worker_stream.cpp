@@ -48,13 +48,14 @@ std::vector<std::string> tensors_for_stage(const GgufFile& gguf, int first, int 
 StreamedModel::StreamedModel(uint64_t file_size, const std::vector<uint8_t>& header) : size_(file_size) {
   check(file_size >= header.size() && file_size < (uint64_t{1} << 44), "streamed model of ", file_size,
         " bytes with a header of ", header.size());
-  void* p = mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* p =
+      mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   check(p != MAP_FAILED, "cannot reserve ", file_size >> 20, " MiB of address space for the streamed model");
   base_ = static_cast<uint8_t*>(p);
   std::memcpy(base_, header.data(), header.size());
   gguf_ = GgufFile::parse(base_, file_size, "streamed model");
-  check(gguf_->data_offset() <= header.size() || gguf_->tensors().empty(), "streamed header of ", header.size(),
-        " bytes ends before the tensor data at ", gguf_->data_offset());
+  check(gguf_->data_offset() <= header.size() || gguf_->tensors().empty(), "streamed header of ",
+        header.size(), " bytes ends before the tensor data at ", gguf_->data_offset());
 }
 
 StreamedModel::~StreamedModel() {
@@ -91,7 +92,8 @@ std::vector<bool> StreamedModel::layers_present(int n_layers) const {
     seen[static_cast<size_t>(l)] = true;
     if (!complete(t.name)) present[static_cast<size_t>(l)] = false;
   }
-  for (int l = 0; l < n_layers; ++l) present[static_cast<size_t>(l)] = present[static_cast<size_t>(l)] && seen[static_cast<size_t>(l)];
+  for (int l = 0; l < n_layers; ++l)
+    present[static_cast<size_t>(l)] = present[static_cast<size_t>(l)] && seen[static_cast<size_t>(l)];
   return present;
 }
 

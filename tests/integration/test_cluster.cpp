@@ -24,8 +24,8 @@
 #include "braid/error.h"
 #include "braid/generate.h"
 #include "braid/model.h"
-#include "braid/transport.h"
 #include "braid/protocol.h"
+#include "braid/transport.h"
 #include "dist/transport_frames.h"
 #include "test_util.h"
 
@@ -53,7 +53,8 @@ void put(const std::string& path, const std::string& data) {
 class WorkerProcess {
  public:
   // Listens on a free port, or with connect_to set dials out to a head there.
-  explicit WorkerProcess(std::vector<std::string> extra, const std::string& dir, const std::string& connect_to = "") {
+  explicit WorkerProcess(std::vector<std::string> extra, const std::string& dir,
+                         const std::string& connect_to = "") {
     static int counter = 0;
     log_path_ = dir + "/worker" + std::to_string(counter++) + ".log";
     int fds[2];
@@ -146,7 +147,8 @@ class Cluster {
   // n workers sharing the secret in file `secret`.
   Cluster(size_t n, const std::string& dir, const std::string& secret) : dir_(dir) {
     for (size_t i = 0; i < n; ++i)
-      workers_.push_back(std::make_unique<WorkerProcess>(std::vector<std::string>{"--secret-file", secret}, dir));
+      workers_.push_back(
+          std::make_unique<WorkerProcess>(std::vector<std::string>{"--secret-file", secret}, dir));
   }
   bool ok() const {
     return std::all_of(workers_.begin(), workers_.end(), [](const auto& w) { return w->ok(); });
@@ -185,8 +187,9 @@ class ClusterTest : public ::testing::Test {
     static int k = 0;
     const std::string ids = dir_ + "/ids" + std::to_string(k), logits = dir_ + "/logits" + std::to_string(k);
     ++k;
-    std::vector<std::string> args = {"run", "-m", model, "--prompt-tokens", prompt, "-n", std::to_string(n),
-                                     "--temp", "0", "-t", "1", "--ids-out", ids, "--logits-out", logits};
+    std::vector<std::string> args = {
+        "run", "-m",        model, "--prompt-tokens", prompt, "-n", std::to_string(n), "--temp", "0", "-t",
+        "1",   "--ids-out", ids,   "--logits-out",    logits};
     args.insert(args.end(), extra.begin(), extra.end());
     test::CommandResult r = run_braid(args, "", 60);
     if (result) *result = r;
@@ -194,7 +197,9 @@ class ClusterTest : public ::testing::Test {
     return {slurp(ids), slurp(logits)};
   }
 
-  std::vector<std::string> ring_flags(const Cluster& c) { return {"--workers", c.addrs(), "--secret-file", secret_}; }
+  std::vector<std::string> ring_flags(const Cluster& c) {
+    return {"--workers", c.addrs(), "--secret-file", secret_};
+  }
 
   std::string dir_, secret_;
 };
@@ -250,7 +255,8 @@ TEST_F(ClusterTest, LongPromptInBatches) {
   const auto local = run_stories(model, {}, prompt, 3);
   Cluster c(2, dir_, secret_);
   ASSERT_TRUE(c.ok());
-  const auto remote = run_stories(model, ring_flags(c) + std::vector<std::string>{"--split", "0:3,3:5"}, prompt, 3);
+  const auto remote =
+      run_stories(model, ring_flags(c) + std::vector<std::string>{"--split", "0:3,3:5"}, prompt, 3);
   EXPECT_EQ(remote.first, local.first);
   EXPECT_TRUE(remote.second == local.second);
 }
@@ -266,9 +272,9 @@ TEST_F(ClusterTest, CompressedTransferWithinTolerance) {
   ASSERT_TRUE(c.ok());
   for (auto [format, tol] : {std::pair<const char*, float>{"f16", 1e-2f}, {"q8", 0.25f}}) {
     SCOPED_TRACE(format);
-    const auto remote =
-        run_stories(model, ring_flags(c) + std::vector<std::string>{"--split", "0:2,2:5", "--transfer", format},
-                    prompt, 1);
+    const auto remote = run_stories(
+        model, ring_flags(c) + std::vector<std::string>{"--split", "0:2,2:5", "--transfer", format}, prompt,
+        1);
     ASSERT_EQ(remote.second.size(), local.second.size());
     const size_t n = local.second.size() / 4;
     std::vector<float> a(n), b(n);
@@ -290,8 +296,8 @@ TEST_F(ClusterTest, BatchOfPromptsPipelined) {
   put(prompts, "Once upon a time\nThe cat sat\nLily and Tom went to\n\nThe sun was\nA big red ball\n");
   auto batch = [&](std::vector<std::string> extra) {
     const std::string ids = dir_ + "/batch" + std::to_string(extra.size()) + ".ids";
-    std::vector<std::string> args = {"run", "-m", model, "--batch-file", prompts, "-n", "24", "--temp", "0",
-                                     "-t", "1", "--ids-out", ids};
+    std::vector<std::string> args = {"run", "-m", model, "--batch-file", prompts, "-n", "24", "--temp",
+                                     "0",   "-t", "1",   "--ids-out",    ids};
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = run_braid(args, "", 60);
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -303,7 +309,8 @@ TEST_F(ClusterTest, BatchOfPromptsPipelined) {
   Cluster c(2, dir_, secret_);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(batch(ring_flags(c) + std::vector<std::string>{"--split", "0:2,2:5"}), local);
-  EXPECT_EQ(batch(ring_flags(c) + std::vector<std::string>{"--head-layers", "2", "--split", "2:3,3:5"}), local);
+  EXPECT_EQ(batch(ring_flags(c) + std::vector<std::string>{"--head-layers", "2", "--split", "2:3,3:5"}),
+            local);
 }
 
 // ---- Other architectures, through an in-process head (converted HF models have no
@@ -370,8 +377,8 @@ TEST_F(ClusterTest, WorkersThatDialIn) {
   WorkerProcess a({"--secret-file", secret_}, dir_, head), b({"--secret-file", secret_}, dir_, head);
   for (int run = 0; run < 2; ++run) {  // the dial-in workers rejoin for the next run
     SCOPED_TRACE(run);
-    const auto remote = run_stories(model, {"--workers", listed.addrs(), "--accept", head, "--accept-count", "2",
-                                            "--secret-file", secret_, "--split", "0:2,2:3,3:5"});
+    const auto remote = run_stories(model, {"--workers", listed.addrs(), "--accept", head, "--accept-count",
+                                            "2", "--secret-file", secret_, "--split", "0:2,2:3,3:5"});
     EXPECT_EQ(remote.first, local.first);
     EXPECT_TRUE(remote.second == local.second);
   }
@@ -394,7 +401,8 @@ TEST_F(ClusterTest, ModelStreamedToWorkersWithoutIt) {
   const std::string ws = a.addr() + "," + b.addr();
   for (const auto& flags : {std::vector<std::string>{"--split", "0:2,2:5"},
                             std::vector<std::string>{"--head-layers", "1"}}) {  // the planner: profiles too
-    const auto remote = run_stories(model, flags + std::vector<std::string>{"--workers", ws, "--secret-file", secret_});
+    const auto remote =
+        run_stories(model, flags + std::vector<std::string>{"--workers", ws, "--secret-file", secret_});
     EXPECT_EQ(remote.first, local.first);
     EXPECT_TRUE(remote.second == local.second);
   }
@@ -411,8 +419,8 @@ TEST_F(ClusterTest, WrongSecretIsRefused) {
   ASSERT_TRUE(c.ok());
   put(dir_ + "/other", "another cluster's secret");
   test::CommandResult r;
-  std::vector<std::string> args = {"run", "-m", model, "--prompt-tokens", "1,2,3", "-n", "2", "--workers",
-                                   c.addrs(), "--secret-file", dir_ + "/other"};
+  std::vector<std::string> args = {"run", "-m",        model,     "--prompt-tokens", "1,2,3",        "-n",
+                                   "2",   "--workers", c.addrs(), "--secret-file",   dir_ + "/other"};
   r = run_braid(args, "", 30);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("braid: error: worker " + c[0].addr() + " refused us: wrong cluster secret"),
@@ -429,26 +437,27 @@ TEST_F(ClusterTest, CertificateMode) {
   auto r = run_braid({"keygen", "--dir", certs, "head", "w1", "w2"}, "", 30);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto dev = [&](const std::string& n) {
-    return std::vector<std::string>{"--ca", certs + "/ca.crt", "--cert", certs + "/" + n + ".crt", "--key",
-                                    certs + "/" + n + ".key"};
+    return std::vector<std::string>{"--ca",  certs + "/ca.crt",       "--cert", certs + "/" + n + ".crt",
+                                    "--key", certs + "/" + n + ".key"};
   };
   const auto local = run_stories(model, {});
   WorkerProcess w1(dev("w1"), dir_), w2(dev("w2"), dir_);
   ASSERT_TRUE(w1.ok() && w2.ok());
-  const auto remote =
-      run_stories(model, std::vector<std::string>{"--workers", w1.addr() + "," + w2.addr(), "--split", "0:3,3:5"} +
-                             dev("head"));
+  const auto remote = run_stories(
+      model,
+      std::vector<std::string>{"--workers", w1.addr() + "," + w2.addr(), "--split", "0:3,3:5"} + dev("head"));
   EXPECT_EQ(remote.first, local.first);
   EXPECT_TRUE(remote.second == local.second);
   // A device of another cluster (its own CA) is refused.
   const std::string other = dir_ + "/other";
   ASSERT_EQ(run_braid({"keygen", "--dir", other, "mallory"}, "", 30).exit_code, 0);
-  test::CommandResult bad = run_braid({"run", "-m", model, "--prompt-tokens", "1,2", "-n", "1", "--workers",
-                                       w1.addr(), "--ca", other + "/ca.crt", "--cert", other + "/mallory.crt",
-                                       "--key", other + "/mallory.key"},
-                                      "", 30);
+  test::CommandResult bad =
+      run_braid({"run", "-m", model, "--prompt-tokens", "1,2", "-n", "1", "--workers", w1.addr(), "--ca",
+                 other + "/ca.crt", "--cert", other + "/mallory.crt", "--key", other + "/mallory.key"},
+                "", 30);
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_NE(bad.err.find("cannot connect to worker " + w1.addr() + ": TLS handshake failed"), std::string::npos)
+  EXPECT_NE(bad.err.find("cannot connect to worker " + w1.addr() + ": TLS handshake failed"),
+            std::string::npos)
       << bad.err;
 }
 
@@ -474,7 +483,8 @@ void raw_tcp(int port, const std::string& bytes) {
 }
 
 // An authenticated client (right secret) that sends `bytes` as its first frame.
-void tls_junk(const std::string& secret_file, const std::string& addr, const std::string& bytes, bool then_close) {
+void tls_junk(const std::string& secret_file, const std::string& addr, const std::string& bytes,
+              bool then_close) {
   auto conn = net::Connection::dial(net::Tls::from_secret_file(secret_file), net::Endpoint::parse(addr), 5s);
   conn->write(bytes.data(), bytes.size(), 5s);
   if (then_close) {
@@ -523,8 +533,8 @@ TEST_F(ClusterTest, JunkIsRefusedAndTheWorkerGoesOn) {
   const auto remote = run_stories(model, ring_flags(c) + std::vector<std::string>{"--split", "0:2,2:5"});
   EXPECT_EQ(remote.first, local.first);
   EXPECT_TRUE(remote.second == local.second);
-  for (const char* want : {"TLS handshake failed", "not a braid frame", "protocol version 9", "unknown frame type 77",
-                           "exceeds the limit", "closed the connection"}) {
+  for (const char* want : {"TLS handshake failed", "not a braid frame", "protocol version 9",
+                           "unknown frame type 77", "exceeds the limit", "closed the connection"}) {
     const std::string log = c[0].log_with(want);
     EXPECT_NE(log.find(want), std::string::npos) << log;
   }
@@ -602,9 +612,27 @@ TEST_F(ClusterTest, LocalClusterCommand) {
   BRAID_REQUIRE_ASSET(model, kStories);
   const auto local = run_stories(model, {});
   const std::string ids = dir_ + "/cluster.ids", logits = dir_ + "/cluster.f32";
-  auto r = run_braid({"cluster", "--local", "3", "--profile", "fast,slow,fast", "-m", model, "--prompt-tokens",
-                      "1,403,40,13,72", "-n", "24", "--temp", "0", "-t", "1", "--ids-out", ids, "--logits-out",
-                      logits, "--split", "0:1,1:3,3:5"},
+  auto r = run_braid({"cluster",
+                      "--local",
+                      "3",
+                      "--profile",
+                      "fast,slow,fast",
+                      "-m",
+                      model,
+                      "--prompt-tokens",
+                      "1,403,40,13,72",
+                      "-n",
+                      "24",
+                      "--temp",
+                      "0",
+                      "-t",
+                      "1",
+                      "--ids-out",
+                      ids,
+                      "--logits-out",
+                      logits,
+                      "--split",
+                      "0:1,1:3,3:5"},
                      "", 60);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(slurp(ids), local.first);
