@@ -8,7 +8,6 @@
 //     valid JSON with the required keys and sane values; the human-readable table;
 //   - bad input: -t 0, missing files, unknown types and presets, bad -p, nothing to do.
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -139,8 +138,9 @@ TEST(RunBench, OnlyGenerationAndBadOptions) {
   neg.n_prompt = {-1};
   EXPECT_THROW(run_bench(make, fake_info(), neg, pool), Error);
   // A Forward too short for the tests is refused, not overrun.
-  EXPECT_THROW(run_bench([&](int) { return std::make_unique<RecordingForward>(&calls, 2); }, fake_info(), opt, pool),
-               Error);
+  EXPECT_THROW(
+      run_bench([&](int) { return std::make_unique<RecordingForward>(&calls, 2); }, fake_info(), opt, pool),
+      Error);
 }
 
 TEST(BenchStat, MedianMeanStddev) {
@@ -162,7 +162,7 @@ TEST(Machine, ReadBandwidthIsMeasured) {
   EXPECT_EQ(b.threads, 2);
   EXPECT_EQ(b.buffer_bytes, size_t{32} << 20);
   EXPECT_GE(b.passes, 3);
-  EXPECT_GT(b.bytes_per_s, 5e8);  // any machine streams faster than 0.5 GB/s
+  EXPECT_GT(b.bytes_per_s, 1e8);  // any machine (even loaded, under ASan) streams > 0.1 GB/s
   EXPECT_LT(b.bytes_per_s, 1e13);
   EXPECT_GE(b.bytes_per_s, b.median_bytes_per_s);
   EXPECT_GE(default_bandwidth_buffer_bytes(), size_t{16} << 20);
@@ -244,17 +244,18 @@ TEST(BenchCli, SynthQuantizeBenchJson) {
   EXPECT_NE(q.out.find("Q8_0"), std::string::npos) << q.out;
 
   const std::string json_file = dir + "/r.json";
-  auto b = run_braid({"bench", "-m", q8, "-t", "1", "-p", "8,16", "-n", "4", "-r", "2", "--json", "--bandwidth-mib",
-                      "32", "-o", json_file});
+  auto b = run_braid({"bench", "-m", q8, "-t", "1", "-p", "8,16", "-n", "4", "-r", "2", "--json",
+                      "--bandwidth-mib", "32", "-o", json_file});
   ASSERT_EQ(b.exit_code, 0) << b.err;
   nlohmann::json j;
   ASSERT_NO_THROW(j = nlohmann::json::parse(b.out)) << b.out;
-  for (const char* key : {"prompt_tokens_per_s", "gen_tokens_per_s", "peak_rss_bytes", "read_bandwidth_bytes_per_s",
-                          "model_type", "model_bytes", "threads", "gen_bytes_per_s", "bandwidth_fraction"})
+  for (const char* key :
+       {"prompt_tokens_per_s", "gen_tokens_per_s", "peak_rss_bytes", "read_bandwidth_bytes_per_s",
+        "model_type", "model_bytes", "threads", "gen_bytes_per_s", "bandwidth_fraction"})
     EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_GT(j["prompt_tokens_per_s"].get<double>(), 0);
   EXPECT_GT(j["gen_tokens_per_s"].get<double>(), 0);
-  EXPECT_GT(j["read_bandwidth_bytes_per_s"].get<double>(), 5e8);
+  EXPECT_GT(j["read_bandwidth_bytes_per_s"].get<double>(), 1e8);
   EXPECT_EQ(j["model_type"], "Q8_0");
   EXPECT_EQ(j["threads"], 1);
   EXPECT_EQ(j["n_prompt"], 8);
@@ -271,7 +272,8 @@ TEST(BenchCli, SynthQuantizeBenchJson) {
 TEST(BenchCli, HumanReadableTable) {
   const std::string dir = test::temp_dir();
   const std::string m = dir + "/tiny-q4.gguf";
-  ASSERT_EQ(run_braid({"synth", "--preset", "tiny", "--type", "Q4_0", "--vocab", "none", "-o", m}).exit_code, 0);
+  ASSERT_EQ(run_braid({"synth", "--preset", "tiny", "--type", "Q4_0", "--vocab", "none", "-o", m}).exit_code,
+            0);
   auto b = run_braid({"bench", "-m", m, "-t", "2", "-p", "8", "-n", "4", "-r", "1", "--bandwidth-mib", "32"});
   ASSERT_EQ(b.exit_code, 0) << b.err;
   for (const char* want : {"| pp8", "| tg4", "read bandwidth:", "peak RSS:", "Q4_0", "of the read bandwidth"})
@@ -293,7 +295,8 @@ TEST(BenchCli, SynthWithTheSharedVocabulary) {
 TEST(BenchCli, BadInputFailsWithOneLine) {
   const std::string dir = test::temp_dir();
   const std::string m = dir + "/tiny.gguf";
-  ASSERT_EQ(run_braid({"synth", "--preset", "tiny", "--type", "Q8_0", "--vocab", "none", "-o", m}).exit_code, 0);
+  ASSERT_EQ(run_braid({"synth", "--preset", "tiny", "--type", "Q8_0", "--vocab", "none", "-o", m}).exit_code,
+            0);
   struct Case {
     std::vector<std::string> args;
     std::string want;
@@ -308,7 +311,8 @@ TEST(BenchCli, BadInputFailsWithOneLine) {
       {{"quantize", dir + "/missing.gguf", dir + "/o.gguf", "Q4_0"}, "not found"},
       {{"quantize", m, dir + "/o.gguf", "Q4_0", "-t", "0"}, "threads"},
       {{"quantize", m, dir + "/o.gguf", "Q4_0"}, "already quantized"},
-      {{"synth", "--preset", "huge", "-o", dir + "/s.gguf", "--vocab", "none"}, "unknown synth preset 'huge'"},
+      {{"synth", "--preset", "huge", "-o", dir + "/s.gguf", "--vocab", "none"},
+       "unknown synth preset 'huge'"},
       {{"synth", "--type", "Q9_9", "-o", dir + "/s.gguf", "--vocab", "none"}, "unknown quantization type"},
       {{"synth", "--preset", "tiny", "-o", dir + "/s.gguf", "--vocab", dir + "/nope.gguf"}, "not found"},
       {{"synth", "--preset", "tiny", "--heads", "3", "-o", dir + "/s.gguf", "--vocab", "none"}, "heads"},

@@ -52,7 +52,8 @@ Tensor desc(const std::string& name, std::initializer_list<int64_t> ne) {
 }
 
 // The tensors of a llama model (names, shapes; f32).
-std::vector<Tensor> llama_descs(int n_layers, int64_t dim, int64_t kv, int64_t ffn, int64_t vocab, bool tied) {
+std::vector<Tensor> llama_descs(int n_layers, int64_t dim, int64_t kv, int64_t ffn, int64_t vocab,
+                                bool tied) {
   std::vector<Tensor> v;
   v.push_back(desc("token_embd.weight", {dim, vocab}));
   for (int l = 0; l < n_layers; ++l) {
@@ -96,10 +97,10 @@ std::vector<float> all_logits(const Model& m, const std::vector<int32_t>& ids) {
 constexpr float kTieLogits = 0.1f;
 
 struct Agreement {
-  double top1 = 0;      // fraction of positions with the same argmax
+  double top1 = 0;       // fraction of positions with the same argmax
   double top1_ties = 0;  // same, counting picks within kTieLogits of f32's best as agreeing
-  double kl = 0;        // mean KL(p_f32 || p_q), nats
-  double rel_rms = 0;   // ||l_q - l_f|| / ||l_f|| over all logits
+  double kl = 0;         // mean KL(p_f32 || p_q), nats
+  double rel_rms = 0;    // ||l_q - l_f|| / ||l_f|| over all logits
 };
 
 Agreement compare(const std::vector<float>& ref, const std::vector<float>& q, int n_vocab, int n_pos) {
@@ -260,7 +261,7 @@ TEST(QuantTypes, FallbacksForRowsThatDoNotFitBlocks) {
   EXPECT_EQ(c[blk(0, "attn_q")].preferred, DType::Q4_K);
   EXPECT_EQ(c["token_embd.weight"].type, DType::Q8_0);  // tied head, 64 % 256 != 0 -> q8_0
   EXPECT_FALSE(c["token_embd.weight"].fallback);        // the head rule itself picks q8_0
-  EXPECT_EQ(c[blk(0, "ffn_down")].type, DType::F16);  // rows of 172: no block fits
+  EXPECT_EQ(c[blk(0, "ffn_down")].type, DType::F16);    // rows of 172: no block fits
   EXPECT_EQ(c[blk(0, "ffn_up")].type, DType::Q5_0);
   auto q6 = choose(QuantMix::kQ6_K, llama_descs(5, 64, 32, 172, 512, false), 5);
   EXPECT_EQ(q6[blk(1, "attn_k")].type, DType::Q8_0);  // q6_K -> q8_0
@@ -320,10 +321,10 @@ TEST(QuantizeStories, EveryTypeAgainstF32OverGoldenSequence) {
     QuantizeResult r = quantize_gguf(model_path, out, opt);
     auto q = Model::load(out);
     const Agreement a = compare(ref, all_logits(*q, ids), n_vocab, static_cast<int>(ids.size()) - 1);
-    std::printf("stories260K %-6s: %4.1f bits/weight, top-1 agreement %.4f (%.4f with near-ties), KL %.6f, "
-                "rel. RMS error %.4f, %zu fallbacks\n",
-                tq.type, 8.0 * r.bytes_out / r.n_elements, a.top1, a.top1_ties, a.kl, a.rel_rms,
-                r.fallbacks.size());
+    std::printf(
+        "stories260K %-6s: %4.1f bits/weight, top-1 agreement %.4f (%.4f with near-ties), KL %.6f, "
+        "rel. RMS error %.4f, %zu fallbacks\n",
+        tq.type, 8.0 * r.bytes_out / r.n_elements, a.top1, a.top1_ties, a.kl, a.rel_rms, r.fallbacks.size());
     RecordProperty(std::string("kl_") + tq.type, std::to_string(a.kl));
     EXPECT_GE(a.top1, tq.min_top1) << tq.type;
     EXPECT_LE(a.kl, tq.max_kl) << tq.type;
@@ -419,9 +420,7 @@ TEST(QuantizeErrors, BadInputGivesOneLineErrors) {
   };
   expect_error([&] { quantize_gguf(dir + "/missing.gguf", dir + "/out.gguf", opt); }, "not found");
   expect_error([&] { quantize_gguf(dir, dir + "/out.gguf", opt); }, "is a directory");
-  {
-    std::ofstream(dir + "/junk.gguf") << "not a gguf file at all";
-  }
+  { std::ofstream(dir + "/junk.gguf") << "not a gguf file at all"; }
   expect_error([&] { quantize_gguf(dir + "/junk.gguf", dir + "/out.gguf", opt); }, "junk.gguf");
   const std::string stories = test::asset("models/stories260K.gguf");
   if (!stories.empty()) {
@@ -460,12 +459,12 @@ TEST(QuantizeSynth, KQuantMixesOnWidthsThatFitTheirBlocks) {
     bool ordered;  // less precise than the previous ordered type
   };
   const Case kCases[] = {
-      {"Q8_0", 0.001, 0.045, true},    // KL 0.00025, 0.028
-      {"Q6_K", 0.005, 0.13, true},     // KL 0.0023, 0.084
-      {"Q5_K_M", 0.02, 0.26, true},    // KL 0.0095, 0.174
-      {"Q4_K_S", 0.05, 0.40, false},   // KL 0.023, 0.268 (more q5_K than Q4_K_M here)
-      {"Q4_K_M", 0.05, 0.42, true},    // KL 0.025, 0.280
-      {"Q4_0", 0.08, 0.53, true},      // KL 0.039, 0.352
+      {"Q8_0", 0.001, 0.045, true},   // KL 0.00025, 0.028
+      {"Q6_K", 0.005, 0.13, true},    // KL 0.0023, 0.084
+      {"Q5_K_M", 0.02, 0.26, true},   // KL 0.0095, 0.174
+      {"Q4_K_S", 0.05, 0.40, false},  // KL 0.023, 0.268 (more q5_K than Q4_K_M here)
+      {"Q4_K_M", 0.05, 0.42, true},   // KL 0.025, 0.280
+      {"Q4_0", 0.08, 0.53, true},     // KL 0.039, 0.352
   };
   double prev = 0;
   for (const Case& c : kCases) {
@@ -495,6 +494,25 @@ TEST(QuantizeSynth, KQuantMixesOnWidthsThatFitTheirBlocks) {
     EXPECT_EQ(g->tensor(blk(l, "ffn_down")).type, more) << l;
     EXPECT_EQ(g->tensor(blk(l, "ffn_up")).type, DType::Q4_K) << l;
     EXPECT_EQ(g->tensor(blk(l, "attn_norm")).type, DType::F32) << l;
+  }
+}
+
+// Quantizing an f32 model and synthesizing straight into the type take the same f32
+// values through the same rules and quantizers: the files are identical, byte for byte.
+TEST(QuantizeSynth, QuantizingF32EqualsSynthesizingInTheType) {
+  const std::string dir = test::temp_dir();
+  SynthOptions so;
+  so.shape = synth_preset("tiny");
+  so.shape.n_layers = 3;
+  so.mix = QuantMix::kF32;
+  synthesize_model(dir + "/f32.gguf", so);
+  for (QuantMix mix : {QuantMix::kQ4_K_M, QuantMix::kQ4_0}) {
+    so.mix = mix;
+    synthesize_model(dir + "/direct.gguf", so);
+    QuantizeOptions qo;
+    qo.mix = mix;
+    quantize_gguf(dir + "/f32.gguf", dir + "/quantized.gguf", qo);
+    EXPECT_EQ(read_bytes(dir + "/direct.gguf"), read_bytes(dir + "/quantized.gguf")) << quant_mix_name(mix);
   }
 }
 

@@ -37,7 +37,7 @@ class Model;
 size_t last_level_cache_bytes();
 
 struct BandwidthResult {
-  double bytes_per_s = 0;   // the fastest pass: what the memory can deliver
+  double bytes_per_s = 0;  // the fastest pass: what the memory can deliver
   double median_bytes_per_s = 0;
   size_t buffer_bytes = 0;
   int threads = 0;
@@ -91,9 +91,9 @@ struct BenchOptions {
   std::vector<int> n_prompt = {64};
   // Generation test: n_gen tokens fed one at a time from an empty context (tg64); 0: none.
   int n_gen = 64;
-  int reps = 3;  // timed repetitions of each test; results are medians
+  int reps = 3;        // timed repetitions of each test; results are medians
   bool warmup = true;  // an untimed run of each test first (faults the weights in)
-  uint64_t seed = 1;  // of the random token ids fed
+  uint64_t seed = 1;   // of the random token ids fed
   bool measure_bandwidth = true;
   size_t bandwidth_buffer_bytes = 0;  // 0: default_bandwidth_buffer_bytes()
   double bandwidth_seconds = 1.0;

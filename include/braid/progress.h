@@ -65,8 +65,8 @@ class Progress {
   std::atomic<uint64_t> done_{0};
   std::mutex mu_;
   bool finished_ = false;
-  int last_tenth_ = -1;        // non-terminal: last tenth printed
-  double last_print_s_ = -1;   // terminal: time of the last redraw
+  int last_tenth_ = -1;       // non-terminal: last tenth printed
+  double last_print_s_ = -1;  // terminal: time of the last redraw
   std::chrono::steady_clock::time_point start_;
 };
 

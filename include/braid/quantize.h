@@ -74,17 +74,17 @@ DType quant_mix_base_type(QuantMix m);
 
 // Where the mix puts one tensor.
 struct TensorTypeChoice {
-  DType type = DType::F32;  // the type the tensor is written in
-  bool quantizable = false;  // a matrix the mix applies to (false: copied unchanged)
-  bool fallback = false;     // the preferred type did not fit the row length
+  DType type = DType::F32;       // the type the tensor is written in
+  bool quantizable = false;      // a matrix the mix applies to (false: copied unchanged)
+  bool fallback = false;         // the preferred type did not fit the row length
   DType preferred = DType::F32;  // the rules' choice before any fallback
 };
 
 // The type of every tensor of a model (names, shapes and current types; data unused) in
 // `mix`: llama.cpp's rules above. n_layers counts the blocks (for use_more_bits); pure
 // gives every matrix the base type (llama-quantize --pure), with fallbacks still applied.
-std::vector<TensorTypeChoice> choose_tensor_types(QuantMix mix, const std::vector<Tensor>& tensors, int n_layers,
-                                                  bool pure = false);
+std::vector<TensorTypeChoice> choose_tensor_types(QuantMix mix, const std::vector<Tensor>& tensors,
+                                                  int n_layers, bool pure = false);
 
 // llama.cpp's use_more_bits: whether layer i of n gets the larger type in the _M mixes.
 bool quant_use_more_bits(int i, int n);
@@ -102,10 +102,10 @@ struct QuantizeOptions {
 
 struct QuantizeResult {
   size_t n_tensors = 0;
-  size_t n_converted = 0;     // tensors whose type changed
-  uint64_t bytes_in = 0;      // tensor data of the input
-  uint64_t bytes_out = 0;     // tensor data of the output
-  uint64_t n_elements = 0;    // of all tensors
+  size_t n_converted = 0;   // tensors whose type changed
+  uint64_t bytes_in = 0;    // tensor data of the input
+  uint64_t bytes_out = 0;   // tensor data of the output
+  uint64_t n_elements = 0;  // of all tensors
   // One line per fallback: "blk.0.attn_q.weight: rows of 64 are not a multiple of 256
   // (q4_K) -> q5_0".
   std::vector<std::string> fallbacks;

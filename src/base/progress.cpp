@@ -45,7 +45,11 @@ std::string amounts(uint64_t done, uint64_t total, Progress::Unit unit) {
 }  // namespace
 
 Progress::Progress(std::string label, uint64_t total, Unit unit, uint64_t min_total, std::FILE* out)
-    : label_(std::move(label)), total_(total), unit_(unit), out_(out), start_(std::chrono::steady_clock::now()) {
+    : label_(std::move(label)),
+      total_(total),
+      unit_(unit),
+      out_(out),
+      start_(std::chrono::steady_clock::now()) {
   enabled_ = out_ != nullptr && total_ > 0 && total_ >= min_total && !progress_disabled_by_env();
   tty_ = enabled_ && isatty(fileno(out_));
 }

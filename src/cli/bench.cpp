@@ -53,7 +53,8 @@ std::vector<int> parse_sizes(const std::string& text) {
 std::string mix_name(const braid::Model& m) {
   const int64_t ft = m.gguf().get_i64("general.file_type", -1);
   braid::QuantMix mix;
-  if (ft >= 0 && braid::quant_mix_from_file_type(static_cast<uint32_t>(ft), &mix)) return braid::quant_mix_name(mix);
+  if (ft >= 0 && braid::quant_mix_from_file_type(static_cast<uint32_t>(ft), &mix))
+    return braid::quant_mix_name(mix);
   return "";
 }
 
@@ -67,12 +68,15 @@ void print_table(const braid::BenchResult& r) {
   const braid::BenchModelInfo& m = r.model;
   std::printf("model: %s (%s %s, %.3f B params, %s)\n", m.path.c_str(), m.arch.c_str(), m.type.c_str(),
               m.n_params / 1e9, gib(static_cast<double>(m.file_bytes)).c_str());
-  std::printf("engine: %s, %d threads, SIMD %s, %d reps\n\n", r.engine.c_str(), r.threads, r.simd.c_str(), r.reps);
-  std::printf("| %-8s | %14s |\n|----------|----------------|\n", "test", "tokens/s");
+  std::printf("engine: %s, %d threads, SIMD %s, %d reps\n\n", r.engine.c_str(), r.threads, r.simd.c_str(),
+              r.reps);
+  std::printf("| %-8s | %-21s |\n|----------|-----------------------|\n", "test", "tokens/s (median, sd)");
   for (const braid::PromptBench& p : r.prompt)
-    std::printf("| pp%-6d | %8.2f ± %-3.1f |\n", p.n_prompt, p.tokens_per_s.median(), p.tokens_per_s.stddev());
+    std::printf("| pp%-6d | %10.2f ± %-8.2f |\n", p.n_prompt, p.tokens_per_s.median(),
+                p.tokens_per_s.stddev());
   if (r.n_gen > 0)
-    std::printf("| tg%-6d | %8.2f ± %-3.1f |\n", r.n_gen, r.gen_tokens_per_s.median(), r.gen_tokens_per_s.stddev());
+    std::printf("| tg%-6d | %10.2f ± %-8.2f |\n", r.n_gen, r.gen_tokens_per_s.median(),
+                r.gen_tokens_per_s.stddev());
   std::printf("\n");
   if (r.bandwidth.bytes_per_s > 0)
     std::printf("read bandwidth: %.2f GB/s (%d threads, %s buffer)\n", r.bandwidth.bytes_per_s / 1e9,
@@ -80,13 +84,15 @@ void print_table(const braid::BenchResult& r) {
   if (r.n_gen > 0) {
     std::printf("generation reads %.2f GB/s of weights (%.1f MiB per token)", r.gen_bytes_per_s() / 1e9,
                 m.weight_bytes_per_token / 1048576.0);
-    if (r.bandwidth.bytes_per_s > 0) std::printf(" = %.0f%% of the read bandwidth", 100 * r.bandwidth_fraction());
+    if (r.bandwidth.bytes_per_s > 0)
+      std::printf(" = %.0f%% of the read bandwidth", 100 * r.bandwidth_fraction());
     std::printf("\n");
   }
   const double budget = static_cast<double>(m.file_bytes + r.kv_cache_bytes);
   std::printf("peak RSS: %s (model file %s + KV cache %.1f MiB; %+.1f%%)\n",
-              gib(static_cast<double>(r.peak_rss_bytes)).c_str(), gib(static_cast<double>(m.file_bytes)).c_str(),
-              r.kv_cache_bytes / 1048576.0, budget > 0 ? 100.0 * (static_cast<double>(r.peak_rss_bytes) / budget - 1) : 0);
+              gib(static_cast<double>(r.peak_rss_bytes)).c_str(),
+              gib(static_cast<double>(m.file_bytes)).c_str(), r.kv_cache_bytes / 1048576.0,
+              budget > 0 ? 100.0 * (static_cast<double>(r.peak_rss_bytes) / budget - 1) : 0);
 }
 
 void run(const Options& o) {
@@ -123,7 +129,8 @@ void run(const Options& o) {
 }  // namespace
 
 static braid::cli::Command reg(
-    "bench", "Measure prompt and generation speed, peak memory and the machine's read bandwidth", [](CLI::App& app) {
+    "bench", "Measure prompt and generation speed, peak memory and the machine's read bandwidth",
+    [](CLI::App& app) {
       auto o = std::make_shared<Options>();
       braid::cli::add_model_option(app, o->model);
       braid::cli::add_threads_option(app, o->threads);

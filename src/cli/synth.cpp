@@ -77,14 +77,16 @@ void run(const Options& o) {
   braid::check(o.n_vocab == 0 || opt.vocab.empty(),
                "--n-vocab applies only with --vocab none (a vocabulary file sets the size)");
   auto progress = std::make_shared<braid::StageProgress>(uint64_t{32} << 20);
-  opt.progress = [progress](const char* stage, uint64_t done, uint64_t total) { (*progress)(stage, done, total); };
+  opt.progress = [progress](const char* stage, uint64_t done, uint64_t total) {
+    (*progress)(stage, done, total);
+  };
 
   const braid::SynthResult r = braid::synthesize_model(o.out, opt);
   progress->finish();
-  std::printf("wrote %s: llama %s, %.3f B parameters, vocab %d%s, %s (%s), %.2f MiB of tensor data\n", o.out.c_str(),
-              o.preset.c_str(), r.n_params / 1e9, r.n_vocab, r.has_tokenizer ? " with tokenizer" : " (no tokenizer)",
-              braid::quant_mix_name(opt.mix), braid::type_counts_string(r.type_counts).c_str(),
-              r.tensor_bytes / 1048576.0);
+  std::printf("wrote %s: llama %s, %.3f B parameters, vocab %d%s, %s (%s), %.2f MiB of tensor data\n",
+              o.out.c_str(), o.preset.c_str(), r.n_params / 1e9, r.n_vocab,
+              r.has_tokenizer ? " with tokenizer" : " (no tokenizer)", braid::quant_mix_name(opt.mix),
+              braid::type_counts_string(r.type_counts).c_str(), r.tensor_bytes / 1048576.0);
 }
 
 }  // namespace
@@ -94,9 +96,11 @@ static braid::cli::Command reg(
       auto o = std::make_shared<Options>();
       app.add_option("--preset", o->preset, "Shape: 1b (TinyLlama 1.1B) or tiny (4 layers, dim 256)")
           ->capture_default_str();
-      app.add_option("--type", o->type, "Quantization type: " + braid::quant_mix_names())->capture_default_str();
+      app.add_option("--type", o->type, "Quantization type: " + braid::quant_mix_names())
+          ->capture_default_str();
       app.add_option("-o,--output", o->out, "The GGUF file to write (atomically)")->required();
-      app.add_option("--seed", o->seed, "Random seed (the file depends only on the options)")->capture_default_str();
+      app.add_option("--seed", o->seed, "Random seed (the file depends only on the options)")
+          ->capture_default_str();
       app.add_option("--vocab", o->vocab,
                      "A GGUF whose tokenizer to copy (default: the shared Llama-2 vocabulary); 'none' for no "
                      "tokenizer");
@@ -105,9 +109,11 @@ static braid::cli::Command reg(
       app.add_flag("--pure", o->pure, "Every matrix in the base type of --type");
       braid::cli::add_threads_option(app, o->threads);
       app.add_option("--dim", o->dim, "Override the preset's embedding width")->check(CLI::Range(1, 1 << 16));
-      app.add_option("--layers", o->layers, "Override the preset's layer count")->check(CLI::Range(1, 1 << 10));
+      app.add_option("--layers", o->layers, "Override the preset's layer count")
+          ->check(CLI::Range(1, 1 << 10));
       app.add_option("--heads", o->heads, "Override the preset's head count")->check(CLI::Range(1, 1 << 16));
-      app.add_option("--kv-heads", o->kv_heads, "Override the preset's KV head count")->check(CLI::Range(1, 1 << 16));
+      app.add_option("--kv-heads", o->kv_heads, "Override the preset's KV head count")
+          ->check(CLI::Range(1, 1 << 16));
       app.add_option("--ffn", o->ffn, "Override the preset's FFN width")->check(CLI::Range(1, 1 << 18));
       app.add_option("--n-vocab", o->n_vocab, "Vocabulary size without a vocabulary file (--vocab none)")
           ->check(CLI::Range(1, 1 << 20));

@@ -1,6 +1,8 @@
 // braid::quantize_gguf: each matrix is dequantized to f32 a row at a time and written in
 // its target type by braid::quantize_row (llama.cpp's reference quantizers), in parallel,
 // into disk-backed scratch space; the GGUF writer then streams everything out.
+#include "braid/quantize.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include "braid/error.h"
 #include "braid/gguf.h"
 #include "braid/quant.h"
-#include "braid/quantize.h"
 #include "braid/thread_pool.h"
 #include "convert/quantize_rows.h"
 #include "convert/scratch.h"
@@ -95,8 +96,9 @@ QuantizeResult quantize_gguf(const std::string& in, const std::string& out, cons
     }
     check(is_float(t.type) || quant_supported(t.type), src->label(), ": tensor ", t.name, " has type ",
           dtype_name(t.type), ", which braid cannot dequantize");
-    check(is_float(t.type) || opt.allow_requantize, src->label(), ": tensor ", t.name, " is already quantized (",
-          dtype_name(t.type), "); quantizing it again loses precision twice (pass --allow-requantize to do it anyway)");
+    check(is_float(t.type) || opt.allow_requantize, src->label(), ": tensor ", t.name,
+          " is already quantized (", dtype_name(t.type),
+          "); quantizing it again loses precision twice (pass --allow-requantize to do it anyway)");
     converted[i] = true;
     rows[i] = t.rows();
     cols[i] = t.ne[0];

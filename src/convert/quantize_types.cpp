@@ -126,8 +126,8 @@ DType quant_mix_base_type(QuantMix m) { return info(m).base; }
 
 bool quant_use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
-std::vector<TensorTypeChoice> choose_tensor_types(QuantMix mix, const std::vector<Tensor>& tensors, int n_layers,
-                                                  bool pure) {
+std::vector<TensorTypeChoice> choose_tensor_types(QuantMix mix, const std::vector<Tensor>& tensors,
+                                                  int n_layers, bool pure) {
   const DType base = quant_mix_base_type(mix);
   const bool quantized_mix = is_block_type(base);
   bool tied = true;

@@ -51,13 +51,15 @@ inline float normal_from_bits(uint64_t z) {
 
 void fill_row(uint64_t seed, uint64_t tensor, uint64_t row, float stddev, float* x, int64_t n) {
   const uint64_t s = row_state(seed, tensor, row);
-  for (int64_t j = 0; j < n; ++j) x[j] = stddev * normal_from_bits(mix64(s + (static_cast<uint64_t>(j) + 1) * kGamma));
+  for (int64_t j = 0; j < n; ++j)
+    x[j] = stddev * normal_from_bits(mix64(s + (static_cast<uint64_t>(j) + 1) * kGamma));
 }
 
 void check_shape(const SynthShape& s) {
   auto in = [](int v, int lo, int hi) { return v >= lo && v <= hi; };
   check(in(s.dim, 1, kMaxWidth), "synth: dim ", s.dim, " is outside [1, ", kMaxWidth, "]");
-  check(in(s.n_layers, 1, kMaxLayers), "synth: layer count ", s.n_layers, " is outside [1, ", kMaxLayers, "]");
+  check(in(s.n_layers, 1, kMaxLayers), "synth: layer count ", s.n_layers, " is outside [1, ", kMaxLayers,
+        "]");
   check(in(s.n_heads, 1, s.dim), "synth: head count ", s.n_heads, " is outside [1, ", s.dim, "]");
   check(in(s.n_kv_heads, 1, s.n_heads), "synth: KV head count ", s.n_kv_heads, " is outside [1, ", s.n_heads,
         "]");
@@ -65,11 +67,14 @@ void check_shape(const SynthShape& s) {
   check(s.n_heads % s.n_kv_heads == 0, "synth: ", s.n_heads, " heads are not a multiple of ", s.n_kv_heads,
         " KV heads");
   check((s.dim / s.n_heads) % 2 == 0, "synth: head size ", s.dim / s.n_heads, " is odd (RoPE rotates pairs)");
-  check(in(s.ffn_dim, 1, 4 * kMaxWidth), "synth: FFN width ", s.ffn_dim, " is outside [1, ", 4 * kMaxWidth, "]");
-  check(in(s.n_vocab, 1, kMaxVocab), "synth: vocabulary size ", s.n_vocab, " is outside [1, ", kMaxVocab, "]");
+  check(in(s.ffn_dim, 1, 4 * kMaxWidth), "synth: FFN width ", s.ffn_dim, " is outside [1, ", 4 * kMaxWidth,
+        "]");
+  check(in(s.n_vocab, 1, kMaxVocab), "synth: vocabulary size ", s.n_vocab, " is outside [1, ", kMaxVocab,
+        "]");
   check(in(s.n_ctx, 1, 1 << 20), "synth: context ", s.n_ctx, " is outside [1, ", 1 << 20, "]");
   check(std::isfinite(s.rope_theta) && s.rope_theta > 0, "synth: rope theta must be positive");
-  check(std::isfinite(s.norm_eps) && s.norm_eps > 0 && s.norm_eps < 1, "synth: norm epsilon must be in (0, 1)");
+  check(std::isfinite(s.norm_eps) && s.norm_eps > 0 && s.norm_eps < 1,
+        "synth: norm epsilon must be in (0, 1)");
 }
 
 // The tensors of a llama model in llama.cpp's order; data unset, type F32 (the values
@@ -186,10 +191,12 @@ SynthResult synthesize_model(const std::string& out, const SynthOptions& opt) {
   set_hparams(w, shape, opt);
   if (vocab)
     for (const auto& [key, value] : vocab->metadata())
-      if (key.rfind("tokenizer.", 0) == 0 && !(value.is_array() && value.elem == GgufType::ARRAY)) w.set(key, value);
+      if (key.rfind("tokenizer.", 0) == 0 && !(value.is_array() && value.elem == GgufType::ARRAY))
+        w.set(key, value);
 
   std::vector<Tensor> tensors = llama_tensors(shape);
-  const std::vector<TensorTypeChoice> choices = choose_tensor_types(opt.mix, tensors, shape.n_layers, opt.pure);
+  const std::vector<TensorTypeChoice> choices =
+      choose_tensor_types(opt.mix, tensors, shape.n_layers, opt.pure);
   std::vector<int64_t> rows(tensors.size()), cols(tensors.size());
   std::vector<size_t> offsets(tensors.size()), sizes(tensors.size());
   size_t total = 0;
@@ -220,31 +227,32 @@ SynthResult synthesize_model(const std::string& out, const SynthOptions& opt) {
                                        std::vector<float>(static_cast<size_t>(max_cols)));
   std::atomic<uint64_t> done{0};
   if (opt.progress) opt.progress("generating", 0, result.tensor_bytes);
-  convert::run_row_chunks(pool, convert::make_row_chunks(rows, cols, kChunkElements),
-                          [&](const convert::RowChunk& ch, int thread) {
-    const Tensor& t = tensors[ch.tensor];
-    const TensorTypeChoice& c = choices[ch.tensor];
-    const size_t row_size = row_bytes(c.type, t.ne[0]);
-    float* x = bufs[static_cast<size_t>(thread)].data();
-    uint8_t* dst = scratch.data() + offsets[ch.tensor];
-    for (int64_t r = ch.r0; r < ch.r1; ++r) {
-      if (t.n_dims == 1) {
-        std::fill(x, x + t.ne[0], 1.0f);  // norm weights: identity scale
-      } else {
-        fill_row(opt.seed, ch.tensor, static_cast<uint64_t>(r), opt.stddev, x, t.ne[0]);
-      }
-      quantize_row(c.type, x, dst + static_cast<size_t>(r) * row_size, t.ne[0]);
-    }
-    const uint64_t now = done.fetch_add(row_size * static_cast<size_t>(ch.r1 - ch.r0)) +
-                         row_size * static_cast<size_t>(ch.r1 - ch.r0);
-    if (opt.progress && thread == 0) opt.progress("generating", now, result.tensor_bytes);
-  });
+  convert::run_row_chunks(
+      pool, convert::make_row_chunks(rows, cols, kChunkElements),
+      [&](const convert::RowChunk& ch, int thread) {
+        const Tensor& t = tensors[ch.tensor];
+        const TensorTypeChoice& c = choices[ch.tensor];
+        const size_t row_size = row_bytes(c.type, t.ne[0]);
+        float* x = bufs[static_cast<size_t>(thread)].data();
+        uint8_t* dst = scratch.data() + offsets[ch.tensor];
+        for (int64_t r = ch.r0; r < ch.r1; ++r) {
+          if (t.n_dims == 1) {
+            std::fill(x, x + t.ne[0], 1.0f);  // norm weights: identity scale
+          } else {
+            fill_row(opt.seed, ch.tensor, static_cast<uint64_t>(r), opt.stddev, x, t.ne[0]);
+          }
+          quantize_row(c.type, x, dst + static_cast<size_t>(r) * row_size, t.ne[0]);
+        }
+        const uint64_t now = done.fetch_add(row_size * static_cast<size_t>(ch.r1 - ch.r0)) +
+                             row_size * static_cast<size_t>(ch.r1 - ch.r0);
+        if (opt.progress && thread == 0) opt.progress("generating", now, result.tensor_bytes);
+      });
   if (opt.progress) opt.progress("generating", result.tensor_bytes, result.tensor_bytes);
 
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
-    w.add_tensor(t.name, choices[i].type, std::vector<int64_t>(t.ne, t.ne + t.n_dims), scratch.data() + offsets[i],
-                 sizes[i]);
+    w.add_tensor(t.name, choices[i].type, std::vector<int64_t>(t.ne, t.ne + t.n_dims),
+                 scratch.data() + offsets[i], sizes[i]);
   }
   if (opt.progress)
     w.write(out, [&](uint64_t d, uint64_t all) { opt.progress("writing", d, all); });

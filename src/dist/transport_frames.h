@@ -4,7 +4,7 @@
 // These share the protocol's 32-byte header (magic, version, flags 0, reserved 0,
 // payload length) with frame types from 256 up, outside the protocol's own range, so
 // a peer that does not know them refuses them as unknown types. docs/protocol.md
-// ("Links") specifies them:
+// ("Link frames") specifies them:
 //
 //   LINK      256  dialer -> worker, right after HELLO: u8 kind (0 control, 1 input,
 //                  2 output), u64 session (input/output: the worker's session id)

@@ -139,14 +139,16 @@ std::string BenchResult::to_json(int indent) const {
       bandwidth.bytes_per_s > 0 ? json(bandwidth.median_bytes_per_s) : json(nullptr);
   j["bandwidth_buffer_bytes"] = bandwidth.buffer_bytes;
   j["gen_bytes_per_s"] = gen_tokens_per_s.samples.empty() ? json(nullptr) : json(gen_bytes_per_s());
-  j["bandwidth_fraction"] =
-      gen_tokens_per_s.samples.empty() || bandwidth.bytes_per_s <= 0 ? json(nullptr) : json(bandwidth_fraction());
+  j["bandwidth_fraction"] = gen_tokens_per_s.samples.empty() || bandwidth.bytes_per_s <= 0
+                                ? json(nullptr)
+                                : json(bandwidth_fraction());
   return j.dump(indent);
 }
 
 BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, const BenchOptions& opt,
                       ThreadPool& pool) {
-  check(!opt.n_prompt.empty() || opt.n_gen > 0, "bench: nothing to measure (no prompt sizes and no generation)");
+  check(!opt.n_prompt.empty() || opt.n_gen > 0,
+        "bench: nothing to measure (no prompt sizes and no generation)");
   check(opt.reps >= 1 && opt.reps <= 1000, "bench: repetitions must be in [1, 1000], got ", opt.reps);
   check(opt.n_gen >= 0, "bench: generation length must be >= 0, got ", opt.n_gen);
   int n_ctx = opt.n_gen;
@@ -171,7 +173,8 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
   {
     std::unique_ptr<Forward> fwd = make(n_ctx);
     check(fwd != nullptr, "bench: no model to run");
-    check(fwd->n_ctx() >= n_ctx, "bench: the tests need ", n_ctx, " positions but the model holds ", fwd->n_ctx());
+    check(fwd->n_ctx() >= n_ctx, "bench: the tests need ", n_ctx, " positions but the model holds ",
+          fwd->n_ctx());
     const int n_vocab = fwd->n_vocab();
     check(n_vocab >= 1, "bench: the model has no vocabulary");
     // Random ids: speed does not depend on which tokens are fed.
@@ -197,7 +200,8 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
       if (opt.warmup) fwd->forward(tokens.data(), 1, 0, false, logits.data());
       for (int rep = 0; rep < opt.reps; ++rep) {
         const auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < opt.n_gen; ++i) fwd->forward(&tokens[static_cast<size_t>(i)], 1, i, false, logits.data());
+        for (int i = 0; i < opt.n_gen; ++i)
+          fwd->forward(&tokens[static_cast<size_t>(i)], 1, i, false, logits.data());
         r.gen_tokens_per_s.samples.push_back(opt.n_gen / std::max(seconds_since(t0), 1e-9));
       }
       check_finite(logits, "generation");

@@ -88,7 +88,8 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, size_t buffer_bytes, do
   if (buffer_bytes == 0) buffer_bytes = default_bandwidth_buffer_bytes();
   const int nt = pool.size();
   // Each thread owns a page-aligned slice.
-  const size_t slice = std::max(kSliceAlign, buffer_bytes / static_cast<size_t>(nt) / kSliceAlign * kSliceAlign);
+  const size_t slice =
+      std::max(kSliceAlign, buffer_bytes / static_cast<size_t>(nt) / kSliceAlign * kSliceAlign);
   const size_t total = slice * static_cast<size_t>(nt);
   void* mem = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   check(mem != MAP_FAILED, "bandwidth probe: cannot allocate ", total / kMiB, " MiB: ", std::strerror(errno));
