@@ -3,11 +3,12 @@
 # model trained from scratch on the English quotations of Debian's `fortunes` package
 # (apt-get install fortunes). See docs/default-model.md for the numbers it gives.
 #
-#   scripts/train_default_model.sh   # about 26 minutes of CPU time: under 30 minutes on 2 cores
+#   scripts/train_default_model.sh   # 26 minutes of CPU time: under 30 minutes on 2 cores
 #
 # Environment: BRAID (the braid binary, default build/braid), FORTUNES (default
 # /usr/share/games/fortunes), OUT (default models/braid-default.gguf), THREADS (default 2;
-# the result does not depend on it: training is bit-identical for any thread count).
+# the result does not depend on it: training is bit-identical for any thread count),
+# METRICS (the per-step loss log, default $OUT.metrics.jsonl; not part of the release).
 # The run keeps a checkpoint beside OUT, so an interrupted run (Ctrl-C, a reboot) continues
 # where it stopped when the script is run again; it is removed at the end.
 set -euo pipefail
@@ -16,6 +17,7 @@ BRAID=${BRAID:-build/braid}
 FORTUNES=${FORTUNES:-/usr/share/games/fortunes}
 OUT=${OUT:-models/braid-default.gguf}
 THREADS=${THREADS:-2}
+METRICS=${METRICS:-$OUT.metrics.jsonl}
 
 # Every topic file of fortunes 1:1.99.1-7.3 but these:
 #   held out, never seen in training (for adaptation benchmarks): startrek medicine pets sports
@@ -49,7 +51,7 @@ mkdir -p "$(dirname "$OUT")"
   --lr 3e-3 --warmup 100 --min-lr 3e-4 --weight-decay 0.1 --grad-clip 1.0 --beta1 0.9 --beta2 0.95 \
   --seed 1 --val-frac 0.02 --eval-every 200 \
   --threads "$THREADS" \
-  --checkpoint "$OUT.ckpt" --save-every 200 --metrics "$OUT.metrics.jsonl" \
+  --checkpoint "$OUT.ckpt" --save-every 200 --metrics "$METRICS" \
   --name braid-default -o "$OUT"
 rm -f "$OUT.ckpt"
 
