@@ -8,6 +8,9 @@
 //                            weights come from DRAM as in real decoding.
 //   BM_Tile/<type>           prompt processing: quant_matmul_tile of 64 activations
 //                            against 512 x 5632 rows; items = multiply-adds (MAC/s).
+//   BM_Matmul/<type>         prefill as the model runs it: braid::matmul of 64 tokens
+//                            through a 5632 x 2048 matrix (a ~1B Llama's up projection,
+//                            2-12 MB: larger than L2), one thread; items = MAC/s.
 //   BM_Activation/<type>     quant_activation of one 5632-element vector.
 //   BM_MemoryRead            plain sequential read of 512 MB (this machine's single-
 //                            thread DRAM bandwidth, the ceiling for BM_DotRowsStream).
@@ -18,7 +21,10 @@
 #include <random>
 #include <vector>
 
+#include "braid/kernels.h"
 #include "braid/quant.h"
+#include "braid/tensor.h"
+#include "braid/thread_pool.h"
 
 namespace {
 
@@ -111,6 +117,28 @@ void BM_Tile(benchmark::State& state) {
   state.SetLabel(std::string(braid::dtype_name(t)) + " MAC/s");
 }
 
+void BM_Matmul(benchmark::State& state) {
+  const DType t = kTypes[state.range(0)];
+  constexpr int64_t kOut = 5632, kIn = 2048, kTokens = 64;
+  const auto w = random_matrix(t, kOut, kIn, 4);
+  braid::Tensor W;
+  W.name = "up";
+  W.type = t;
+  W.n_dims = 2;
+  W.ne[0] = kIn;
+  W.ne[1] = kOut;
+  W.data = w.data();
+  W.nbytes = w.size();
+  std::vector<float> x(kIn * kTokens, 0.25f), y(kOut * kTokens);
+  braid::ThreadPool pool(1);
+  for (auto _ : state) {
+    braid::matmul(W, x.data(), kTokens, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kOut * kIn * kTokens);
+  state.SetLabel(std::string(braid::dtype_name(t)) + " MAC/s");
+}
+
 void BM_Activation(benchmark::State& state) {
   const DType t = kTypes[state.range(0)];
   std::vector<float> x(kCols, 0.5f);
@@ -139,6 +167,7 @@ BENCHMARK(BM_MemoryRead)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DotRows)->DenseRange(0, 9);
 BENCHMARK(BM_DotRowsStream)->DenseRange(0, 9);
 BENCHMARK(BM_Tile)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Matmul)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Activation)->DenseRange(0, 9)->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -3,10 +3,14 @@
 //
 //   pool.parallel_for(n_rows, [&](int64_t begin, int64_t end, int thread) { ... });
 //
-// splits [0, n) into one contiguous chunk per thread. Calls are not reentrant: a kernel
-// running inside parallel_for must not call parallel_for on the same pool.
-// Workers spin briefly between jobs (decode issues hundreds of small jobs per token),
-// then sleep.
+// splits [0, n) into contiguous chunks, a few per thread, that threads claim as they go:
+// a thread the OS has descheduled (a phone running other apps, a laptop compiling) holds
+// up only the chunk it is in, not a fixed share of every job. `thread` is unique among
+// the calls running at once (use it to index per-thread scratch); which thread gets which
+// chunk varies from call to call, so results must not depend on it. Calls are not
+// reentrant: a kernel running inside parallel_for must not call parallel_for on the same
+// pool. Workers spin briefly between jobs (decode issues hundreds of small jobs per
+// token), then sleep; the caller waits for stragglers the same way.
 #pragma once
 
 #include <atomic>
@@ -30,7 +34,7 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
 
-  // Runs fn over [0, n) split into size() contiguous chunks; returns when all are done.
+  // Runs fn over [0, n) in contiguous chunks; returns when all are done.
   void parallel_for(int64_t n, const Fn& fn);
 
   // Runs fn(thread) once on every thread (chunking is the caller's business).
@@ -38,6 +42,8 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
+  // Waits until pending_ is 0: spins briefly, then sleeps on it.
+  void wait_for_workers();
 
   int n_threads_;
   std::vector<std::thread> threads_;

@@ -1,5 +1,6 @@
 #include "braid/thread_pool.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <string>
@@ -21,15 +22,30 @@ ThreadPool::~ThreadPool() {
   for (auto& t : threads_) t.join();
 }
 
+namespace {
+
+// Spin iterations before sleeping (a pause is 10-140 cycles: roughly 0.1-1 ms in all).
+// Long enough to bridge the gaps between a token's kernels, short enough not to steal a
+// core from other work on an oversubscribed machine for long.
+constexpr int kSpins = 4000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+}  // namespace
+
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     // Spin a little: the next job usually follows within microseconds during decode.
     uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < 20000; ++spin) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
+    for (int spin = 0; g == seen && spin < kSpins; ++spin) {
+      cpu_relax();
       g = generation_.load(std::memory_order_acquire);
     }
     if (g == seen) {
@@ -40,8 +56,18 @@ void ThreadPool::worker_loop(int index) {
     seen = g;
     if (stop_.load()) return;
     (*job_)(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
   }
+}
+
+void ThreadPool::wait_for_workers() {
+  for (int spin = 0; spin < kSpins; ++spin) {
+    if (pending_.load(std::memory_order_acquire) == 0) return;
+    cpu_relax();
+  }
+  // A worker is late (descheduled, most likely): sleep rather than compete for its core.
+  for (int p = pending_.load(std::memory_order_acquire); p != 0; p = pending_.load(std::memory_order_acquire))
+    pending_.wait(p, std::memory_order_acquire);
 }
 
 void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
@@ -57,11 +83,7 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   }
   cv_.notify_all();
   fn(0);
-  while (pending_.load(std::memory_order_acquire) != 0) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
+  wait_for_workers();
   job_ = nullptr;
 }
 
@@ -72,9 +94,16 @@ void ThreadPool::parallel_for(int64_t n, const Fn& fn) {
     fn(0, n, 0);
     return;
   }
+  // A few chunks per thread, claimed in order: balanced when every thread runs, and a
+  // descheduled thread delays the job by at most one chunk.
+  constexpr int64_t kChunksPerThread = 4;
+  const int64_t chunks = std::min<int64_t>(n, t * kChunksPerThread);
+  std::atomic<int64_t> next{0};
   run_on_all([&](int i) {
-    int64_t begin = n * i / t, end = n * (i + 1) / t;
-    if (begin < end) fn(begin, end, i);
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      fn(n * c / chunks, n * (c + 1) / chunks, i);
+    }
   });
 }
 

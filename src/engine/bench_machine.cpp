@@ -47,19 +47,35 @@ uint64_t proc_kb(const char* file, const char* key) {
   return 0;
 }
 
-// Sums the 64-bit words of [p, p + n): the work of the probe. Four independent sums let
-// the compiler vectorize and keep several loads in flight.
+// Sums the 64-bit words of [p, p + n): the work of the probe, a plain streaming read.
+// 64-byte vectors (one cache line) in four independent sums keep several loads in
+// flight; target_clones builds it for AVX-512, AVX2 and baseline x86-64 and picks one at
+// load time, so the probe reads as fast as the machine's widest loads allow (the scalar
+// loop it replaces measured 40% below a vector loop with 2 threads). No software
+// prefetch: this is the bandwidth a plain loop gets.
+using Line = uint64_t __attribute__((vector_size(64)));
+#if defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 uint64_t sum_words(const uint64_t* p, size_t n) {
-  uint64_t a = 0, b = 0, c = 0, d = 0;
+  Line a{}, b{}, c{}, d{};
   size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    a += p[i];
-    b += p[i + 1];
-    c += p[i + 2];
-    d += p[i + 3];
+  for (; i + 32 <= n; i += 32) {
+    Line x, y, z, w;
+    std::memcpy(&x, p + i, 64);
+    std::memcpy(&y, p + i + 8, 64);
+    std::memcpy(&z, p + i + 16, 64);
+    std::memcpy(&w, p + i + 24, 64);
+    a += x;
+    b += y;
+    c += z;
+    d += w;
   }
-  for (; i < n; ++i) a += p[i];
-  return a + b + c + d;
+  uint64_t s = 0;
+  for (; i < n; ++i) s += p[i];
+  const Line t = a + b + c + d;
+  for (int j = 0; j < 8; ++j) s += t[j];
+  return s;
 }
 
 }  // namespace
