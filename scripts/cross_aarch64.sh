@@ -12,7 +12,8 @@
 # binfmt_misc needed; the arm64 loader and libc are multiarch's libc6:arm64 at their
 # usual paths, see cmake/aarch64.cmake for why not `-L /usr/aarch64-linux-gnu`).
 #
-# Settings: BUILD_DIR, JOBS (default nproc), TESTS (ctest regex, default all), QEMU_CPU
+# Settings: BUILD_DIR, JOBS (default nproc), TARGETS (test executables to build, default
+# all), TESTS (ctest regex, default all), QEMU_CPU
 # (e.g. "max,sve=off" to force the NEON paths; default qemu's "max": NEON + SVE/SVE2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ start=$(date +%s)
 PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
   cmake -S cmake/aarch64-tests -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64.cmake" >/dev/null
-cmake --build "$BUILD_DIR" -j "$JOBS"
+cmake --build "$BUILD_DIR" -j "$JOBS" ${TARGETS:+--target $TARGETS}
 built=$(date +%s)
 echo "cross_aarch64: built in $((built - start)) s" >&2
 
