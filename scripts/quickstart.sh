@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The README's first command: installs what braid needs, builds it, and runs braid's
-# main job on the default model. Extra arguments go to `braid run`.
+# main job on the default model: one model across several devices, here two local
+# `braid worker` processes started by `braid cluster --local 2` (each runs half of the
+# layers; the output is the same text `braid run` prints on one device with the same
+# seed). Extra arguments go to the head (`braid run`); BRAID_SPLIT=planner lets the
+# planner decide who runs what (on one machine it often leaves a worker out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -17,6 +21,7 @@ if [ -z "$MODEL" ]; then
   echo "            (any Llama / Qwen2 / GPT-2 GGUF, or convert a Hugging Face folder with 'build/braid convert')" >&2
   exit 1
 fi
-echo "quickstart: generating with $MODEL" >&2
-build/braid run -m "$MODEL" -p "Once upon a time" -n 128 --temp 0.8 --seed 42 "$@"
+echo "quickstart: generating with $MODEL on a local cluster of 2 workers" >&2
+build/braid cluster --local 2 -m "$MODEL" -p "Once upon a time" -n 128 --temp 0.8 --seed 42 \
+  --split "${BRAID_SPLIT:-even}" "$@"
 echo

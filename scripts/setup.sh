@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libhwy-dev                          # SIMD (Highway)
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
+  libtomlplusplus-dev                 # cluster files (braid run/plan/bench --cluster)
   libasio-dev libssl-dev              # network, TLS
   coinor-libcbc-dev                   # MILP solver for the planner
   fortunes fortunes-min               # training text for braid's default model

@@ -84,7 +84,9 @@ std::vector<Frame> sample_frames() {
   f.push_back({5, 7, top});
   f.push_back({77, 0, KvTruncate{100}});
   f.push_back({78, 3, SeqReset{}});
-  f.push_back({0, 0, Heartbeat{123456789012ull, 3}});
+  f.push_back({0, 0, Heartbeat{123456789012ull, 3, 3000}});
+  f.push_back({0, 0, Assign{3, 2, 7, true}});
+  f.push_back({0, 0, Assign{1, 0, 4, false}});
   f.push_back({9, 2, ErrorMessage{static_cast<uint32_t>(ErrorCode::kOutOfMemory), "no room for layer 7"}});
   f.push_back({0, 0, ErrorMessage{999, ""}});  // unknown codes pass through
   f.push_back({0, 0, Shutdown{"bye"}});
@@ -94,19 +96,20 @@ std::vector<Frame> sample_frames() {
 }
 
 TEST(Protocol, GoldenHeartbeatBytes) {
-  Frame f{0, 0, Heartbeat{0x0102030405060708ull, 9}};
+  Frame f{0, 0, Heartbeat{0x0102030405060708ull, 9, 0x0a0b0c0d}};
   // clang-format off
   const std::vector<uint8_t> want = bytes_of({
       'B', 'R', 'D', 'F',      // magic
-      1, 0,                    // version
+      2, 0,                    // version
       10, 0,                   // type HEARTBEAT
       0, 0, 0, 0,              // flags
       0, 0, 0, 0,              // step
       0, 0, 0, 0, 0, 0, 0, 0,  // sequence_id
-      12, 0, 0, 0,             // payload_len
+      16, 0, 0, 0,             // payload_len
       0, 0, 0, 0,              // reserved
       8, 7, 6, 5, 4, 3, 2, 1,  // time_us
       9, 0, 0, 0,              // in_flight
+      13, 12, 11, 10,          // timeout_ms
   });
   // clang-format on
   EXPECT_EQ(encode(f), want);
@@ -119,7 +122,7 @@ TEST(Protocol, GoldenActivationsBytes) {
   a.timings = {{0, 4, 0.5f, 0.0f}};
   // clang-format off
   const std::vector<uint8_t> want = bytes_of({
-      'B', 'R', 'D', 'F', 1, 0, 6, 0, 0, 0, 0, 0,  // magic, version 1, ACTIVATIONS, flags
+      'B', 'R', 'D', 'F', 2, 0, 6, 0, 0, 0, 0, 0,  // magic, version 2, ACTIVATIONS, flags
       5, 0, 0, 0,                                  // step 5
       0x2a, 0, 0, 0, 0, 0, 0, 0,                   // sequence 42
       40, 0, 0, 0, 0, 0, 0, 0,                     // payload 40 bytes, reserved
@@ -195,26 +198,27 @@ TEST(Protocol, HeaderValidation) {
   std::vector<uint8_t> http(kHeaderBytes, 0);
   std::memcpy(http.data(), "GET / HTTP/1.1", 14);
   EXPECT_ERROR(decode(http), "not a braid frame: it starts with 47 45 54 20 (\"GET \"), not \"BRDF\"");
-  EXPECT_ERROR(decode(with(4, 2)), "frame has protocol version 2; this braid speaks version 1");
-  EXPECT_ERROR(decode(with(6, 99)), "unknown frame type 99 (protocol version 1 has types 1..13)");
+  EXPECT_ERROR(decode(with(4, 1)), "frame has protocol version 1; this braid speaks version 2");
+  EXPECT_ERROR(decode(with(4, 3)), "frame has protocol version 3; this braid speaks version 2");
+  EXPECT_ERROR(decode(with(6, 99)), "unknown frame type 99 (protocol version 2 has types 1..14)");
   EXPECT_ERROR(decode(with(6, 0)), "unknown frame type 0");
-  EXPECT_ERROR(decode(with(8, 4)), "HEARTBEAT frame: flags 0x4 are not defined in protocol version 1");
+  EXPECT_ERROR(decode(with(8, 4)), "HEARTBEAT frame: flags 0x4 are not defined in protocol version 2");
   EXPECT_ERROR(decode(with(30, 1)), "HEARTBEAT frame: reserved header field is not 0");
   EXPECT_ERROR(decode(with(16, 1)), "HEARTBEAT frame: sequence_id and step must be 0 (got 1, 0)");
   EXPECT_ERROR(decode(std::span(good.data(), 10)), "frame header needs 32 bytes, got 10");
   std::vector<uint8_t> longer = good;
   longer.push_back(0);
-  EXPECT_ERROR(decode(longer), "HEARTBEAT frame: 45 bytes given for a frame of 32 + 12");
+  EXPECT_ERROR(decode(longer), "HEARTBEAT frame: 49 bytes given for a frame of 32 + 16");
   // A payload longer than the fields: trailing bytes are refused.
   std::vector<uint8_t> trailing = good;
   trailing.push_back(0);
-  trailing[24] = 13;
+  trailing[24] = 17;
   EXPECT_ERROR(decode(trailing), "HEARTBEAT frame: 1 bytes after the last field");
   // The payload limit applies to the header alone (before any payload is read).
   Limits small;
   small.max_payload_bytes = 11;
-  EXPECT_ERROR(frame_bytes(good, small), "HEARTBEAT frame: payload of 12 bytes exceeds the limit of 11");
-  EXPECT_ERROR(encode({0, 0, Heartbeat{}}, small), "payload of 12 bytes exceeds the limit of 11 bytes");
+  EXPECT_ERROR(frame_bytes(good, small), "HEARTBEAT frame: payload of 16 bytes exceeds the limit of 11");
+  EXPECT_ERROR(encode({0, 0, Heartbeat{}}, small), "payload of 16 bytes exceeds the limit of 11 bytes");
 }
 
 TEST(Protocol, ActivationsValidation) {
@@ -298,6 +302,11 @@ TEST(Protocol, MessageFieldValidation) {
   refused({0, 0, Probe{true, 5, 0, {}}}, "PROBE frame: an echo asks for 5 bytes back");
   refused({0, 0, Probe{false, 0xffffffffu, 0, {}}}, "more than a frame may carry");
   refused({3, 0, Heartbeat{}}, "HEARTBEAT frame: sequence_id and step must be 0");
+  refused({0, 0, Assign{0, 0, 4, false}}, "ASSIGN frame: epoch is 0");
+  refused({0, 0, Assign{1, 4, 2, false}}, "ASSIGN frame: layers [4, 2) are not a range within 65536");
+  refused({0, 0, Assign{1, 3, 3, false}}, "ASSIGN frame: assigns no layers and no output");
+  refused({0, 0, Assign{1, 0, 70000, false}}, "layers [0, 70000) are not a range within 65536");
+  refused({1, 0, Assign{1, 0, 1, false}}, "ASSIGN frame: sequence_id and step must be 0");
   refused({0, 0, Shutdown{"\xc0\x80"}}, "reason is not valid UTF-8");  // overlong NUL
 }
 

@@ -35,6 +35,7 @@
 
 #include "braid/generate.h"
 #include "braid/model.h"
+#include "braid/planner.h"
 #include "braid/transport.h"
 
 namespace braid::dist {
@@ -55,6 +56,15 @@ struct WorkerOptions {
   net::Millis handshake_timeout{10000};  // TLS + proof + first frame of a connection
   net::Millis io_timeout{120000};        // finishing a frame once it has started
   int max_connections = 64;              // connections served at once; more are refused
+  // Test hooks (`braid worker --die-after-batches N` and --hang-after-batches, hidden):
+  // when batch N + 1 arrives (counting every ACTIVATIONS frame this worker received),
+  // the process kills itself with SIGKILL or stops itself with SIGSTOP, so tests can
+  // lose a worker at an exact point of a run. Negative: never.
+  int die_after_batches = -1;
+  int hang_after_batches = -1;
+  // Likewise (--slowdown-after-batches N:X): the slowdown becomes slowdown_then.
+  int slowdown_after_batches = -1;
+  double slowdown_then = 1.0;
   LogFn log;
 };
 
@@ -75,6 +85,11 @@ class Worker {
   void serve_head(const net::Endpoint& head);
   // Ends serve() / serve_head() and every session within about a second. Thread-safe.
   void stop();
+  // Changes the emulated slowdown (WorkerOptions::slowdown) while it runs, from each
+  // stage's next batch on: a device that heats up and throttles, or cools down (`braid
+  // worker` doubles it on SIGUSR1). Profiles measured later see it too. Thread-safe.
+  void set_slowdown(double factor);
+  double slowdown() const;
 
   struct Impl;
 
@@ -100,11 +115,44 @@ struct HeadOptions {
   // the head too; >= 0 keeps the head's share fixed).
   std::vector<std::pair<int, int>> split;
   int head_layers = 0;
+  // Without a fixed split, who decides the ranges: the planner, or one of the simple
+  // splits it is compared with (docs/planner.md), over the workers in the order given
+  // (after the head when head_layers < 0): the same number of layers each (kEven), or
+  // layers in proportion to each device's memory budget (kMemory). Benchmarks use these.
+  enum class SplitRule { kPlanner, kEven, kMemory };
+  SplitRule split_rule = SplitRule::kPlanner;
+  // What the planner minimises: one stream's ms/token (kLatency), or the busiest
+  // device's time per token, which limits pipelined tokens/s (kThroughput).
+  enum class Objective { kLatency, kThroughput };
+  Objective objective = Objective::kLatency;
   // The head runs the output norm + head (the last worker sends hidden states back).
   bool output_at_head = false;
   std::string transfer = "f32";  // hidden states on the wire: f32, f16 or q8
   net::Millis connect_timeout{10000};
   net::Millis io_timeout{120000};  // a reply to one batch must come within this
+  // Failure recovery. The head sends every worker in the ring a HEARTBEAT each
+  // heartbeat_interval on its control link; a worker that has not answered for
+  // failure_timeout (it died, hangs, or its network is gone), or whose links broke, is
+  // lost. The head then re-plans on the survivors with the profiles it has (measuring
+  // them first after a fixed split; the head takes layers only when head_layers < 0),
+  // reassigns their layers (ASSIGN), relinks the ring, replays every live sequence's
+  // tokens to rebuild the KV caches and retries the batch in flight: callers see a pause,
+  // and greedy output is that of an uninterrupted run. When the survivors cannot hold the
+  // model, every caller gets the error instead. heartbeat_interval 0: no heartbeats
+  // (a lost worker is then noticed only when its links break).
+  net::Millis heartbeat_interval{500};
+  net::Millis failure_timeout{3000};
+  // Runtime balancing. The head times every stage on every decode token (replies carry
+  // the stages' timings). The first balance_window tokens after a plan set each worker's
+  // baseline; when a worker then takes more than balance_margin times its baseline (it
+  // throttles, or got busy), or less than 1 / balance_margin (it got faster), and by at
+  // least balance_min_ms, for balance_window tokens in a row, the head re-plans with the
+  // measured speeds and, if the plan changes, moves layers between two decode steps:
+  // their KV caches are rebuilt by replaying the live sequences, so the output does not
+  // change. Every move is logged with why. balance_window 0: off.
+  int balance_window = 8;
+  double balance_margin = 2.0;
+  double balance_min_ms = 1.0;
   LogFn log;
 };
 
@@ -131,6 +179,34 @@ class Ring {
   // The planner's predicted ms per token, when it planned (else 0).
   virtual double predicted_ms_per_token() const = 0;
 };
+
+// What Ring::start would run, measured and priced but not run (`braid plan`): the
+// planner's inputs as the workers profiled them and the head probed the links, the plan
+// (or the split the options fix) and, priced by the same cost model, an even split and a
+// memory-proportional split to compare it with.
+struct ClusterPlan {
+  // Layers [0, first_layer) stay on the head (HeadOptions::head_layers >= 0); the
+  // planner's layer l below is the model's layer first_layer + l.
+  int first_layer = 0;
+  planner::ModelCost cost;
+  // Device 0 is the head; device i is the i-th worker (listed, then dialed in). Device
+  // names are addresses ("head" for the head).
+  planner::Cluster cluster;
+  planner::Options options;
+  std::vector<std::string> names;  // what each device calls itself (`braid worker --name`)
+  std::vector<int> threads;        // each device's compute threads
+  bool head_computes = false;      // the head was profiled and may run layers
+  std::string rule;                // "planner", "even", "memory" or "fixed" (HeadOptions::split)
+  planner::Plan plan;              // what would run; solver = `rule` except for the planner
+  planner::Assignment even, memory;
+  planner::Prediction even_prediction, memory_prediction;
+};
+
+// Connects to the workers as Ring::start does, has them load the model and profile it,
+// probes the links, plans, and ends the sessions. Throws braid::Error like Ring::start,
+// including "cannot place the model: ..." when nothing fits the memory budgets.
+ClusterPlan plan_cluster(std::shared_ptr<const Model> model, const std::string& model_path,
+                         const net::Tls& tls, const HeadOptions& options);
 
 // Parses "0:2,2:5,5:8" (ranges) into pairs. Throws braid::Error.
 std::vector<std::pair<int, int>> parse_split(const std::string& text);

@@ -18,7 +18,7 @@
 //   offset  0  u32  magic        "BRDF" (42 52 44 46)
 //           4  u16  version      kVersion; any other is refused
 //           6  u16  type         FrameType
-//           8  u32  flags        none defined in version 1: must be 0
+//           8  u32  flags        none defined in version 2: must be 0
 //          12  u32  step         decode step of the sequence (0 where it does not apply)
 //          16  u64  sequence_id  the sequence the frame belongs to (0 where none)
 //          24  u32  payload_len  bytes after the header, at most Limits::max_payload_bytes
@@ -35,7 +35,8 @@
 
 namespace braid::proto {
 
-inline constexpr uint16_t kVersion = 1;
+// Version 2 added ASSIGN and HEARTBEAT's timeout (failure recovery).
+inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kHeaderBytes = 32;
 inline constexpr uint8_t kMagic[4] = {'B', 'R', 'D', 'F'};
 
@@ -53,6 +54,7 @@ enum class FrameType : uint16_t {
   kError = 11,          // either way: what went wrong (code + message)
   kShutdown = 12,       // head -> worker: stop
   kProbe = 13,          // either way: link latency / bandwidth probe and its echo
+  kAssign = 14,         // head -> worker: hold these layers from now on (after a re-plan)
 };
 // "ACTIVATIONS", "HELLO", ...; "type 99" for unknown values.
 std::string frame_type_name(uint16_t type);
@@ -213,6 +215,10 @@ struct SeqReset {
 struct Heartbeat {
   uint64_t time_us = 0;    // sender's monotonic clock
   uint32_t in_flight = 0;  // sequences the sender is working on
+  // The sender takes the peer for lost after this long without a frame from it; the
+  // peer may hold the sender to the same bound (a worker ends the session of a head that
+  // went silent). 0: not given.
+  uint32_t timeout_ms = 0;
   bool operator==(const Heartbeat&) const = default;
 };
 
@@ -247,8 +253,21 @@ struct Probe {
   bool operator==(const Probe&) const = default;
 };
 
+// The head re-planned (a worker was lost): a worker that holds layers in this session
+// drops its data links and every KV cache and holds [first_layer, last_layer) (and the
+// output when runs_output) from now on; links and caches are then rebuilt (ROUTE, the
+// head replays each live sequence). Answered with LOADED, or ERROR (model mismatch when
+// a streamed model lacks tensors of the new range).
+struct Assign {
+  uint32_t epoch = 1;  // the ring's generation, >= 1 (for logs)
+  uint32_t first_layer = 0;
+  uint32_t last_layer = 0;   // first <= last; empty only when runs_output
+  bool runs_output = false;  // the last stage: output norm + head
+  bool operator==(const Assign&) const = default;
+};
+
 using Message = std::variant<Hello, ProfileRequest, Profile, Load, Loaded, Activations, Logits, KvTruncate,
-                             SeqReset, Heartbeat, ErrorMessage, Shutdown, Probe>;
+                             SeqReset, Heartbeat, ErrorMessage, Shutdown, Probe, Assign>;
 
 struct Frame {
   uint64_t sequence_id = 0;

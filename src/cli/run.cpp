@@ -38,7 +38,7 @@ struct RunArgs {
   std::string logits_out, ids_out;
   bool no_bos = false;
   bool ignore_eos = false;
-  ClusterFlags cluster;  // --workers ...: the layers run on a cluster
+  ClusterFlags cluster;  // --workers or --cluster ...: the layers run on a cluster
 };
 
 void run(const RunArgs& a, const CLI::App& app) {
@@ -161,7 +161,10 @@ Command reg("run", "Generate text from a prompt", [](CLI::App& app) {
   app.add_flag("--ignore-eos", a->ignore_eos, "Keep generating past end-of-generation tokens");
   add_cluster_options(app, a->cluster);
   app.footer(kFooter);
-  app.callback([a, &app] { run(*a, app); });
+  app.callback([a, &app] {
+    apply_cluster_file(app, a->cluster);
+    run(*a, app);
+  });
 });
 
 }  // namespace

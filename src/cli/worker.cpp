@@ -3,10 +3,12 @@
 //   braid worker --listen 0.0.0.0:7000 --secret-file cluster.key [--threads N]
 //   braid worker --connect head.local:7100 --secret-file cluster.key   (behind NAT)
 //
-// Logs one line per event to stderr; runs until SIGINT/SIGTERM.
+// Logs one line per event to stderr; runs until SIGINT/SIGTERM. SIGUSR1 doubles the
+// emulated --slowdown (a device that throttles, for benchmarks of runtime balancing).
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -27,10 +29,12 @@ struct WorkerArgs {
   int threads = 1;
   double slowdown = 1.0;
   int ready_fd = -1;
+  int die_after_batches = -1, hang_after_batches = -1;  // test hooks
+  std::string slowdown_after;                           // test hook: "N:X"
 };
 
 // SIGINT/SIGTERM end the worker cleanly: a thread waits for them (blocked everywhere
-// else) and stops the serve loop.
+// else) and stops the serve loop. SIGUSR1 doubles the slowdown (at most 1000).
 class SignalStop {
  public:
   explicit SignalStop(dist::Worker& w) {
@@ -38,11 +42,12 @@ class SignalStop {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     thread_ = std::thread([&w, set] {
       int sig = 0;
-      sigwait(&set, &sig);
+      while (sigwait(&set, &sig) == 0 && sig == SIGUSR1) w.set_slowdown(std::min(1000.0, 2 * w.slowdown()));
       if (sig != SIGUSR2) w.stop();
     });
   }
@@ -72,6 +77,18 @@ void run(const WorkerArgs& a) {
   if (!a.mem_limit.empty()) o.mem_limit = dist::parse_bytes(a.mem_limit);
   o.name = a.name;
   o.model_dir = a.model_dir;
+  o.die_after_batches = a.die_after_batches;
+  o.hang_after_batches = a.hang_after_batches;
+  if (!a.slowdown_after.empty()) {
+    const size_t colon = a.slowdown_after.find(':');
+    try {
+      check(colon != std::string::npos, "no colon");
+      o.slowdown_after_batches = std::stoi(a.slowdown_after.substr(0, colon));
+      o.slowdown_then = std::stod(a.slowdown_after.substr(colon + 1));
+    } catch (const std::exception&) {
+      fail("--slowdown-after-batches takes N:FACTOR, got '", a.slowdown_after, "'");
+    }
+  }
 
   if (!a.listen.empty()) {
     net::Listener listener(tls, net::Endpoint::parse(a.listen));
@@ -82,6 +99,7 @@ void run(const WorkerArgs& a) {
       o.name = cat(host, ":", listener.port());
     }
     dist::Worker worker(tls, o);
+    SignalStop stop(worker);  // before anyone learns the port and might signal us
     std::fprintf(stderr, "braid worker %s: listening on %s (%d threads%s)\n", o.name.c_str(),
                  net::Endpoint{at.host, listener.port()}.str().c_str(), a.threads,
                  a.slowdown > 1 ? cat(", slowdown ", a.slowdown).c_str() : "");
@@ -92,7 +110,6 @@ void run(const WorkerArgs& a) {
       }
       close(a.ready_fd);
     }
-    SignalStop stop(worker);
     worker.serve(listener);
   } else {
     if (o.name.empty()) {
@@ -125,6 +142,13 @@ Command reg("worker", "Serve layers of a model to a cluster head", [](CLI::App& 
       ->check(CLI::Range(1.0, 1000.0))
       ->capture_default_str();
   app.add_option("--ready-fd", a->ready_fd, "Write the listening port to this fd when ready")->group("");
+  // Failure-recovery tests: lose this worker at an exact batch (SIGKILL or SIGSTOP itself).
+  app.add_option("--die-after-batches", a->die_after_batches, "Kill this process when batch N+1 arrives")
+      ->group("");
+  app.add_option("--hang-after-batches", a->hang_after_batches, "Stop (SIGSTOP) this process at batch N+1")
+      ->group("");
+  app.add_option("--slowdown-after-batches", a->slowdown_after, "N:X: the slowdown becomes X at batch N+1")
+      ->group("");
   app.callback([a] { run(*a); });
 });
 

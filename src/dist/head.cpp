@@ -23,14 +23,18 @@ Incoming RemoteWorker::request(const proto::Frame& f, net::Millis timeout) {
   std::lock_guard<std::mutex> lock(control_mu);
   check(control != nullptr, label(), " is not connected");
   send(*control, f, timeout);
-  return receive(*control, timeout);
+  Incoming in = receive(*control, timeout);
+  last_ok = std::chrono::steady_clock::now();
+  return in;
 }
 
 Incoming RemoteWorker::request(const LinkMessage& m, net::Millis timeout) {
   std::lock_guard<std::mutex> lock(control_mu);
   check(control != nullptr, label(), " is not connected");
   send(*control, m, timeout);
-  return receive(*control, timeout);
+  Incoming in = receive(*control, timeout);
+  last_ok = std::chrono::steady_clock::now();
+  return in;
 }
 
 proto::WireType transfer_from_name(const std::string& name) {
@@ -96,8 +100,8 @@ void RingImpl::log(const std::string& line) const {
   }
 }
 
-std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std::string& model_path,
-                                  const net::Tls& tls, const HeadOptions& options) {
+std::unique_ptr<RingImpl> connect_ring(std::shared_ptr<const Model> model, const std::string& model_path,
+                                       const net::Tls& tls, const HeadOptions& options) {
   check(!options.workers.empty() || options.accept_count > 0, "no workers given");
   check(options.accept_count == 0 || !options.accept.empty(),
         "workers to accept, but no address to accept on");
@@ -138,72 +142,116 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
     r.wait_for_workers(options.accept_count, options.accept_timeout);
   }
 
+  return ring;
+}
+
+std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std::string& model_path,
+                                  const net::Tls& tls, const HeadOptions& options) {
+  std::unique_ptr<RingImpl> ring = connect_ring(std::move(model), model_path, tls, options);
+  RingImpl& r = *ring;
   r.plan = plan_ring(*r.model, r);
 
   // The head's own share: its layers (possibly none) and maybe the output.
   r.pool = std::make_unique<ThreadPool>(options.threads);
   r.stage = std::make_unique<Stage>(r.model, r.plan.head_first, r.plan.head_last, options.n_ctx,
                                     options.max_sequences, *r.pool);
-
-  // Ring order -> steps: the head's layers, or maximal runs of workers (chains).
-  for (const auto& part : r.plan.parts) {
-    if (part.worker < 0) {
-      r.steps.push_back(Step{true, part.first, part.last, -1});
-      continue;
-    }
-    RemoteWorker& w = *r.workers[static_cast<size_t>(part.worker)];
-    w.first = part.first;
-    w.last = part.last;
-    // A worker that dialed in cannot be reached by its neighbours: it is a chain of its
-    // own, and the head relays to and from it.
-    const bool alone =
-        w.dialed_in || (!r.chains.empty() && !r.chains.back()->workers.empty() &&
-                        r.workers[static_cast<size_t>(r.chains.back()->workers.back())]->dialed_in);
-    if (r.steps.empty() || r.steps.back().local || alone) {
-      r.chains.push_back(std::make_unique<Chain>());
-      r.steps.push_back(Step{false, part.first, part.last, static_cast<int>(r.chains.size()) - 1});
-    }
-    r.steps.back().last = part.last;
-    r.chains.back()->workers.push_back(part.worker);
-  }
-  if (!r.plan.output_at_head) {
-    check(!r.steps.empty() && !r.steps.back().local,
-          "the plan ends on the head but does not run the output there");
-    r.workers[static_cast<size_t>(r.chains.back()->workers.back())]->output = true;
-  }
+  r.lay_out();
 
   // Every worker in the plan maps its layers (at once), then links to its successor.
   std::vector<RemoteWorker*> used;
   for (auto& chain : r.chains)
     for (int wi : chain->workers) used.push_back(r.workers[static_cast<size_t>(wi)].get());
-  for_each_parallel(used.size(), [&](size_t i) {
-    RemoteWorker& w = *used[i];
-    proto::Load load;
-    load.model_id = r.model_path;
-    load.model_sha256 = r.fingerprint;
-    load.first_layer = static_cast<uint32_t>(w.first);
-    load.last_layer = static_cast<uint32_t>(w.last);
-    load.runs_output = w.output;
-    load.activation_type = r.transfer;
-    load.context_length = static_cast<uint32_t>(options.n_ctx);
-    load.max_sequences = static_cast<uint32_t>(options.max_sequences);
-    expect<proto::Loaded>(r.request_with_model(w, make_frame(load),
-                                               tensors_for_stage(r.model->gguf(), w.first, w.last, w.output)),
-                          "worker " + w.addr.str());
-  });
-  for (auto& chain : r.chains) {
+  for_each_parallel(used.size(), [&](size_t i) { r.load(*used[i]); });
+  r.link_ring();
+  r.stop_accepting();
+  r.log(
+      cat("ring: ", r.describe_locked(),
+          r.plan.predicted_ms > 0 ? cat(" (predicted ", r.plan.predicted_ms, " ms/token)") : std::string()));
+  r.start_supervision();
+  return ring;
+}
+
+void RingImpl::load(RemoteWorker& w) {
+  proto::Load load;
+  load.model_id = model_path;
+  load.model_sha256 = fingerprint;
+  load.first_layer = static_cast<uint32_t>(w.first);
+  load.last_layer = static_cast<uint32_t>(w.last);
+  load.runs_output = w.output;
+  load.activation_type = transfer;
+  load.context_length = static_cast<uint32_t>(opt.n_ctx);
+  load.max_sequences = static_cast<uint32_t>(opt.max_sequences);
+  expect<proto::Loaded>(
+      request_with_model(w, make_frame(load), tensors_for_stage(model->gguf(), w.first, w.last, w.output)),
+      "worker " + w.addr.str());
+  w.loaded = true;
+}
+
+void RingImpl::reconnect(RemoteWorker& w, net::Millis timeout) {
+  HeadOptions o = opt;
+  o.connect_timeout = timeout;
+  o.io_timeout = timeout;
+  uint64_t session = 0;
+  std::shared_ptr<net::Connection> conn = open_link(tls, w, LinkKind::kControl, o, &session);
+  std::lock_guard<std::mutex> lock(w.control_mu);
+  w.control = std::move(conn);
+  w.session = session;
+  w.loaded = false;
+  w.streamed.clear();  // a new session holds nothing
+  w.last_ok = std::chrono::steady_clock::now();
+}
+
+void RingImpl::lay_out() {
+  chains.clear();
+  steps.clear();
+  for (auto& w : workers) {
+    w->first = w->last = 0;
+    w->output = false;
+  }
+  // Ring order -> steps: the head's layers, or maximal runs of workers (chains).
+  for (const auto& part : plan.parts) {
+    if (part.worker < 0) {
+      steps.push_back(Step{true, part.first, part.last, -1});
+      continue;
+    }
+    RemoteWorker& w = *workers[static_cast<size_t>(part.worker)];
+    w.first = part.first;
+    w.last = part.last;
+    // A worker that dialed in cannot be reached by its neighbours: it is a chain of its
+    // own, and the head relays to and from it.
+    const bool alone =
+        w.dialed_in || (!chains.empty() && !chains.back()->workers.empty() &&
+                        workers[static_cast<size_t>(chains.back()->workers.back())]->dialed_in);
+    if (steps.empty() || steps.back().local || alone) {
+      chains.push_back(std::make_unique<Chain>());
+      chains.back()->epoch = epoch;
+      steps.push_back(Step{false, part.first, part.last, static_cast<int>(chains.size()) - 1});
+    }
+    steps.back().last = part.last;
+    chains.back()->workers.push_back(part.worker);
+  }
+  if (!plan.output_at_head) {
+    check(!steps.empty() && !steps.back().local,
+          "the plan ends on the head but does not run the output there");
+    workers[static_cast<size_t>(chains.back()->workers.back())]->output = true;
+  }
+}
+
+void RingImpl::link_ring() {
+  for (auto& chain : chains) {
     for (size_t k = 0; k + 1 < chain->workers.size(); ++k) {
-      RemoteWorker& w = *r.workers[static_cast<size_t>(chain->workers[k])];
-      const RemoteWorker& next = *r.workers[static_cast<size_t>(chain->workers[k + 1])];
-      expect<Linked>(w.request(Route{next.addr.str(), next.session}, options.io_timeout),
+      RemoteWorker& w = *workers[static_cast<size_t>(chain->workers[k])];
+      const RemoteWorker& next = *workers[static_cast<size_t>(chain->workers[k + 1])];
+      expect<Linked>(w.request(Route{next.addr.str(), next.session}, opt.io_timeout),
                      "worker " + w.addr.str());
     }
   }
   // Workers the plan leaves out end their sessions now.
-  for (auto& w : r.workers) {
-    if (w->last > w->first || w->output) continue;
-    r.log(cat("the plan leaves out ", w->addr.str()));
+  for (auto& w : workers) {
+    if (w->in_ring()) continue;
     std::lock_guard<std::mutex> lock(w->control_mu);
+    if (!w->control) continue;
+    if (!w->lost) log(cat("the plan leaves out ", w->addr.str()));
     try {
       send(*w->control, make_frame(proto::Shutdown{"left out of the plan"}), 1000ms);
     } catch (const Error&) {
@@ -213,17 +261,33 @@ std::unique_ptr<Ring> Ring::start(std::shared_ptr<const Model> model, const std:
   }
 
   // The head's links: into the first worker of every chain, out of the last.
-  for (size_t c = 0; c < r.chains.size(); ++c) {
-    Chain& chain = *r.chains[c];
-    chain.in = r.link_to(*r.workers[static_cast<size_t>(chain.workers.front())], LinkKind::kInput);
-    chain.out = r.link_to(*r.workers[static_cast<size_t>(chain.workers.back())], LinkKind::kOutput);
-    chain.receiver = std::thread([&r, c] { r.receive_loop(static_cast<int>(c)); });
+  for (size_t c = 0; c < chains.size(); ++c) {
+    Chain& chain = *chains[c];
+    chain.in = link_to(*workers[static_cast<size_t>(chain.workers.front())], LinkKind::kInput);
+    chain.out = link_to(*workers[static_cast<size_t>(chain.workers.back())], LinkKind::kOutput);
+    chain.receiver = std::thread([this, c] { receive_loop(static_cast<int>(c)); });
   }
-  r.stop_accepting();
-  r.log(
-      cat("ring: ", r.describe(),
-          r.plan.predicted_ms > 0 ? cat(" (predicted ", r.plan.predicted_ms, " ms/token)") : std::string()));
-  return ring;
+}
+
+void RingImpl::break_chains(const std::string& why) {
+  for (auto& c : chains) {
+    {
+      std::lock_guard<std::mutex> lock(c->mu);
+      if (c->broken.empty()) c->broken = why;
+      c->cv.notify_all();
+    }
+    if (c->in) c->in->interrupt();
+    if (c->out) c->out->interrupt();
+  }
+}
+
+void RingImpl::stop_chains(const std::string& why) {
+  break_chains(why);
+  for (auto& c : chains) {
+    if (c->receiver.joinable()) c->receiver.join();
+    if (c->in) c->in->close();
+    if (c->out) c->out->close();
+  }
 }
 
 std::shared_ptr<net::Connection> RingImpl::link_to(RemoteWorker& w, LinkKind kind) {
@@ -235,6 +299,11 @@ std::shared_ptr<net::Connection> RingImpl::link_to(RemoteWorker& w, LinkKind kin
 }
 
 std::string RingImpl::describe() const {
+  std::shared_lock<std::shared_mutex> lock(topo_mu);
+  return describe_locked();
+}
+
+std::string RingImpl::describe_locked() const {
   std::string s = "head";
   for (const auto& part : plan.parts) {
     s += " -> ";
@@ -247,6 +316,7 @@ std::string RingImpl::describe() const {
 
 RingImpl::~RingImpl() {
   stopping.store(true);
+  stop_supervision();
   stop_accepting();
   // Goodbye first, so workers log a clean end rather than a broken link.
   for (auto& w : workers) {
@@ -257,27 +327,9 @@ RingImpl::~RingImpl() {
     } catch (const Error&) {
     }
   }
-  for (auto& c : chains) {
-    if (c->in) c->in->interrupt();
-    if (c->out) c->out->interrupt();
-    if (c->receiver.joinable()) c->receiver.join();
-  }
+  stop_chains("the ring was shut down");
   for (auto& w : workers)
     if (w->control) w->control->close();
-}
-
-std::string RingImpl::diagnose(int c, const std::string& what) {
-  // The first worker of the chain that does not answer a probe is the one that is gone
-  // (the others only saw their neighbour's link break).
-  for (int wi : chains[static_cast<size_t>(c)]->workers) {
-    RemoteWorker& w = *workers[static_cast<size_t>(wi)];
-    try {
-      expect<proto::Probe>(w.request(make_frame(proto::Probe{}), 2000ms), w.label());
-    } catch (const Error& e) {
-      return cat("lost ", w.label(), ": ", e.what());
-    }
-  }
-  return what;
 }
 
 }  // namespace braid::dist

@@ -2,6 +2,8 @@
 // profiles the workers measured for this model and the links the head measured.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <exception>
 #include <future>
 
 #include "braid/error.h"
@@ -101,17 +103,19 @@ double best_probe(RemoteWorker& w, uint32_t bytes, int reps, net::Millis timeout
   return best;
 }
 
-}  // namespace
+// The planner's inputs for this ring: the model's costs from layer `first` on (the
+// head's fixed share stays out), device 0 the head, device i worker i - 1.
+struct Measured {
+  int first = 0;
+  bool head_computes = false;
+  planner::ModelCost cost;
+  planner::Cluster cluster;
+  planner::Options options;
+};
 
-PlanResult plan_ring(const Model& model, RingImpl& r) {
+// Profiles and link probes, all workers at once.
+void profile_workers(const Model& model, RingImpl& r) {
   const HeadOptions& o = r.opt;
-  if (!o.split.empty() || (r.workers.size() == 1 && o.head_layers >= 0)) return fixed_split(model, r);
-
-  const ModelConfig& c = model.config();
-  const int h = std::max(0, o.head_layers);
-  check(h < c.n_layers, "--head-layers ", h, " leaves no layers for the workers");
-
-  // Profiles and link probes, all workers at once.
   std::vector<std::future<void>> fs;
   for (auto& wp : r.workers) {
     RemoteWorker* w = wp.get();
@@ -136,13 +140,32 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
       w->bytes_per_s = std::clamp(2.0 * kProbe / (std::max(big - w->rtt_ms, 1e-3) / 1000.0), 1e5, 1e11);
     }));
   }
-  for (auto& f : fs) f.get();
-  for (auto& w : r.workers) {
-    check(static_cast<int>(w->profile.layer_ms.size()) == c.n_layers, w->label(), " profiled ",
-          w->profile.layer_ms.size(), " layers, the model has ", c.n_layers);
+  // Every future is waited for before the first failure is rethrown: the tasks use `r`.
+  std::exception_ptr first;
+  for (auto& f : fs) {
+    try {
+      f.get();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
   }
+  if (first) std::rethrow_exception(first);
+  for (auto& w : r.workers) {
+    check(static_cast<int>(w->profile.layer_ms.size()) == model.config().n_layers, w->label(), " profiled ",
+          w->profile.layer_ms.size(), " layers, the model has ", model.config().n_layers);
+  }
+}
 
-  planner::ModelCost cost;
+Measured measure(const Model& model, RingImpl& r) {
+  const HeadOptions& o = r.opt;
+  const ModelConfig& c = model.config();
+  Measured m;
+  m.first = std::max(0, o.head_layers);
+  const int h = m.first;
+  check(h < c.n_layers, "--head-layers ", h, " leaves no layers for the workers");
+  profile_workers(model, r);
+
+  planner::ModelCost& cost = m.cost;
   const uint64_t kv_per_token = 2 * sizeof(float) * static_cast<uint64_t>(c.kv_dim());
   for (int l = h; l < c.n_layers; ++l) {
     cost.layer_bytes.push_back(model.layer_weight_bytes(l));
@@ -155,23 +178,32 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
   cost.output_bytes = model.output_weight_bytes();
   if (c.tied_output) cost.output_bytes_on_head = model.output_weight_bytes() - model.token_embd().nbytes;
 
-  planner::Cluster cl;
+  planner::Options& po = m.options;
+  if (o.objective == HeadOptions::Objective::kThroughput) po = planner::Options::throughput();
+  m.head_computes = o.head_layers < 0;
+  po.allow_output_at_head = m.head_computes || o.output_at_head;
+
+  planner::Cluster& cl = m.cluster;
   cl.head = 0;
   planner::Device head;
   head.name = "head";
-  const bool head_computes = o.head_layers < 0;
-  if (head_computes) {
+  // A head that may not run (more) layers has their times priced out of reach and a
+  // budget of just what it must hold (the embeddings, and the output when asked to run
+  // it): too little for any layer, so a model the workers cannot hold is an error that
+  // says so, not a silent run on the head.
+  constexpr double kOutOfReach = 1e8;
+  if (m.head_computes || o.output_at_head) {
     ThreadPool pool(o.threads);
     DeviceProfile p = measure_profile(model, pool, 1.0, 0);
     head.layer_ms = p.layer_ms;
     head.output_ms = p.output_ms;
     head.memory_bytes = p.memory_bytes;
-  } else {
-    // The head runs no (more) layers: price them out of reach. Its output may still be
-    // asked for with --output-at-head, applied below.
-    head.layer_ms.assign(static_cast<size_t>(c.n_layers), 1e8);
-    head.output_ms = 1e8;
-    head.memory_bytes = available_memory();
+  }
+  if (!m.head_computes) {
+    head.layer_ms.assign(static_cast<size_t>(c.n_layers), kOutOfReach);
+    const double must_hold = static_cast<double>(cost.embed_bytes) +
+                             (o.output_at_head ? static_cast<double>(cost.head_output_bytes()) : 0.0);
+    head.memory_bytes = static_cast<uint64_t>(std::ceil(must_hold * (1.0 + po.memory_margin))) + 64;
   }
   head.layer_ms.erase(head.layer_ms.begin(), head.layer_ms.begin() + h);
   cl.devices.push_back(head);
@@ -179,7 +211,8 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
     planner::Device d;
     d.name = w->addr.str();
     d.layer_ms.assign(w->profile.layer_ms.begin() + h, w->profile.layer_ms.end());
-    d.output_ms = w->profile.output_ms;
+    // --output-at-head: the output is not the workers' to run.
+    d.output_ms = o.output_at_head ? kOutOfReach : w->profile.output_ms;
     d.memory_bytes = w->profile.memory_bytes;
     cl.devices.push_back(d);
   }
@@ -204,10 +237,50 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
       cl.links[i][j] = l;
     }
   }
-  planner::Options po;
-  po.allow_output_at_head = head_computes || o.output_at_head;
-  planner::Plan plan = planner::solve(cost, cl, po);
+  return m;
+}
 
+// An even or memory-proportional split over the devices that may run layers (the head
+// first when it may), with the output where the options put it.
+planner::Assignment simple_split(const Measured& m, const HeadOptions& o, HeadOptions::SplitRule rule) {
+  std::vector<int> order;
+  for (int d = m.head_computes ? 0 : 1; d < static_cast<int>(m.cluster.devices.size()); ++d)
+    order.push_back(d);
+  planner::Assignment a = rule == HeadOptions::SplitRule::kEven
+                              ? planner::even_split(m.cost, m.cluster, order)
+                              : planner::memory_split(m.cost, m.cluster, order);
+  a.output_at_head = o.output_at_head;
+  return a;
+}
+
+const char* rule_name(HeadOptions::SplitRule rule) {
+  switch (rule) {
+    case HeadOptions::SplitRule::kEven:
+      return "even";
+    case HeadOptions::SplitRule::kMemory:
+      return "memory";
+    case HeadOptions::SplitRule::kPlanner:
+      break;
+  }
+  return "planner";
+}
+
+// The plan the options ask for: the planner's, or a simple split (which must fit).
+planner::Plan choose(const Measured& m, const HeadOptions& o) {
+  if (o.split_rule == HeadOptions::SplitRule::kPlanner) return planner::solve(m.cost, m.cluster, m.options);
+  planner::Plan p;
+  p.assignment = simple_split(m, o, o.split_rule);
+  p.prediction = planner::evaluate(m.cost, m.cluster, p.assignment, m.options);
+  p.solver = rule_name(o.split_rule);
+  check(p.prediction.fits_memory, "cannot use the ",
+        o.split_rule == HeadOptions::SplitRule::kEven ? "even" : "memory-proportional",
+        " split: ", p.prediction.memory_problem);
+  return p;
+}
+
+// The planner's assignment in the model's layer numbers, as the ring runs it.
+PlanResult to_ring_plan(const planner::Plan& plan, const Measured& m, const HeadOptions& o) {
+  const int h = m.first;
   PlanResult p;
   p.head_first = 0;
   p.head_last = h;
@@ -229,11 +302,75 @@ PlanResult plan_ring(const Model& model, RingImpl& r) {
   // A plan whose last stage is the head runs the output there too.
   p.output_at_head = plan.assignment.output_at_head || o.output_at_head || p.parts.back().worker < 0;
   p.predicted_ms = plan.prediction.latency_ms;
-  p.summary = planner::describe(cl, plan.assignment);
-  r.log(cat("plan (", plan.solver, h > 0 ? cat(", layers from ", h) : std::string(), "): ", p.summary,
-            ", predicted ", plan.prediction.latency_ms, " ms/token, bottleneck ",
+  p.summary = planner::describe(m.cluster, plan.assignment);
+  return p;
+}
+
+// A fixed split (PlanResult from fixed_split) as the planner's assignment, to price it.
+planner::Assignment to_assignment(const PlanResult& fixed, const Measured& m) {
+  planner::Assignment a;
+  for (const auto& part : fixed.parts) {
+    if (part.worker < 0) continue;  // the head's fixed share is outside the cost model
+    a.stages.push_back({part.worker + 1, part.first - m.first, part.last - m.first});
+  }
+  a.output_at_head = fixed.output_at_head;
+  return a;
+}
+
+bool is_fixed(const HeadOptions& o) { return !o.split.empty(); }
+
+}  // namespace
+
+PlanResult plan_ring(const Model& model, RingImpl& r) {
+  const HeadOptions& o = r.opt;
+  // One worker and no layers for the planner to give the head: nothing to decide.
+  if (is_fixed(o) || (r.workers.size() == 1 && o.head_layers >= 0)) return fixed_split(model, r);
+
+  const Measured m = measure(model, r);
+  const planner::Plan plan = choose(m, o);
+  PlanResult p = to_ring_plan(plan, m, o);
+  r.log(cat("plan (", plan.solver, m.first > 0 ? cat(", layers from ", m.first) : std::string(),
+            "): ", p.summary, ", predicted ", plan.prediction.latency_ms, " ms/token, bottleneck ",
             plan.prediction.bottleneck_ms, " ms"));
   return p;
+}
+
+ClusterPlan plan_cluster(std::shared_ptr<const Model> model, const std::string& model_path,
+                         const net::Tls& tls, const HeadOptions& options) {
+  std::unique_ptr<RingImpl> ring = connect_ring(std::move(model), model_path, tls, options);
+  RingImpl& r = *ring;
+  const HeadOptions& o = r.opt;
+  // The fixed split is checked before the (slower) profiles.
+  PlanResult fixed_plan;
+  if (is_fixed(o)) fixed_plan = fixed_split(*r.model, r);
+  const Measured m = measure(*r.model, r);
+
+  ClusterPlan out;
+  out.first_layer = m.first;
+  out.cost = m.cost;
+  out.cluster = m.cluster;
+  out.options = m.options;
+  out.head_computes = m.head_computes;
+  out.names.push_back("head");
+  out.threads.push_back(o.threads);
+  for (const auto& w : r.workers) {
+    out.names.push_back(w->name);
+    out.threads.push_back(w->threads);
+  }
+  if (is_fixed(o)) {
+    out.rule = "fixed";
+    out.plan.assignment = to_assignment(fixed_plan, m);
+    out.plan.prediction = planner::evaluate(m.cost, m.cluster, out.plan.assignment, m.options);
+    out.plan.solver = "fixed";
+  } else {
+    out.rule = rule_name(o.split_rule);
+    out.plan = choose(m, o);
+  }
+  out.even = simple_split(m, o, HeadOptions::SplitRule::kEven);
+  out.even_prediction = planner::evaluate(m.cost, m.cluster, out.even, m.options);
+  out.memory = simple_split(m, o, HeadOptions::SplitRule::kMemory);
+  out.memory_prediction = planner::evaluate(m.cost, m.cluster, out.memory, m.options);
+  return out;  // ~RingImpl ends the workers' sessions
 }
 
 }  // namespace braid::dist

@@ -1,13 +1,16 @@
-// The head's internals shared by head.cpp (setup), head_plan.cpp (who runs what) and
-// head_forward.cpp (RemoteForward, the data path).
+// The head's internals shared by head.cpp (setup), head_plan.cpp (who runs what),
+// head_forward.cpp (RemoteForward, the data path) and head_recover.cpp / head_replan.cpp
+// (heartbeats, and rebuilding the ring on the survivors when a worker is lost).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +40,18 @@ struct RemoteWorker {
   bool output = false;             // runs the output norm + head
   bool dialed_in = false;          // reached us through HeadOptions::accept: only we can reach it
 
+  // Failure detection (head_recover.cpp). last_ok: the last reply on the control link
+  // (under control_mu). lost: it died, hangs or cannot be reached; it stays out of the
+  // ring from then on, and lost_label says what it ran (under RingImpl::state_mu).
+  std::chrono::steady_clock::time_point last_ok{};
+  std::atomic<bool> lost{false};
+  std::string lost_label;    // "worker ... (layers [2, 5)) lost (why)"
+  bool loss_logged = false;  // (supervisor only)
+  bool loaded = false;       // its session holds layers (LOAD), so a re-plan sends ASSIGN
+  std::thread heartbeat;
+  std::atomic<bool> heartbeating{false};
+
+  bool in_ring() const { return last > first || output; }
   std::string label() const;  // "worker 127.0.0.1:7001 (layers [2, 5))"
   // One request on the control link and its reply (see expect<T>() for unpacking it).
   Incoming request(const proto::Frame& f, net::Millis timeout);
@@ -55,6 +70,25 @@ struct Chain {
   std::condition_variable cv;
   std::map<uint64_t, Incoming> replies;  // by sequence: at most one batch is in flight
   std::string broken;                    // why the chain stopped, once it has
+  uint64_t epoch = 0;                    // the ring generation it belongs to
+};
+
+// The chain broke under a batch: the ring is being rebuilt. Callers wait for it
+// (RingImpl::await) and retry the batch.
+struct RingBroken : Error {
+  using Error::Error;
+};
+
+// The survivors of a failure cannot hold the model (head_replan.cpp).
+struct NoPlacement : Error {
+  using Error::Error;
+};
+
+// The tokens a live sequence holds on the ring ([0, tokens.size())), so that it can be
+// replayed into rebuilt KV caches. Written by its Forward under a shared RingImpl::topo_mu,
+// read by the recovery under the exclusive one.
+struct SequenceLog {
+  std::vector<int32_t> tokens;
 };
 
 // One step of the ring: the head's own layers, or a chain of workers.
@@ -82,11 +116,13 @@ class RingImpl : public Ring {
   ~RingImpl() override;
   std::unique_ptr<Forward> open_sequence() override;
   std::string describe() const override;
-  double predicted_ms_per_token() const override { return plan.predicted_ms; }
+  std::string describe_locked() const;  // describe() for a caller that holds topo_mu
+  double predicted_ms_per_token() const override {
+    std::shared_lock<std::shared_mutex> lock(topo_mu);  // a re-plan may replace it
+    return plan.predicted_ms;
+  }
 
   void log(const std::string& line) const;
-  // Why chain c failed, naming the first worker that no longer answers when one does not.
-  std::string diagnose(int c, const std::string& what);
   void receive_loop(int c);  // chain c's receiver thread
 
   // Dial-in workers (head_accept.cpp): a listener that takes their control links and,
@@ -105,6 +141,99 @@ class RingImpl : public Ring {
                               const std::vector<std::string>& needed);
   // Input/output link of worker w: dialed by us, or by it on request.
   std::shared_ptr<net::Connection> link_to(RemoteWorker& w, LinkKind kind);
+
+  // ---- Layout (head.cpp), shared by setup and recovery ----
+  // LOAD of w's range (a new session, or one that had no layers).
+  void load(RemoteWorker& w);
+  // A new control link to a worker the plan had left out (its old session ended).
+  void reconnect(RemoteWorker& w, net::Millis timeout);
+  // plan -> steps and chains; sets every worker's range and output flag.
+  void lay_out();
+  // Links the chains (ROUTE), ends the sessions of workers the plan leaves out, opens the
+  // head's links and starts the chains' receivers. Workers hold their layers already.
+  void link_ring();
+  // Breaks every chain: waiters get RingBroken, links are interrupted. Thread-safe
+  // against batches in flight.
+  void break_chains(const std::string& why);
+  // break_chains, then joins the receivers and closes the links (no batch may run).
+  void stop_chains(const std::string& why);
+
+  // ---- The data path (head_forward.cpp) ----
+  // Tokens [pos0, pos0 + n) of sequence seq (n <= kBatch) through the ring: embed, every
+  // step, the output. logits: n x n_vocab rows with all_logits, else the last token's; null
+  // to drop them. The caller holds topo_mu. Throws RingBroken when the ring broke.
+  static constexpr int kBatch = 512;
+  void run_batch(uint64_t seq, const int32_t* tokens, int n, int pos0, bool all_logits, float* logits);
+  Incoming round_trip(uint64_t seq, int c, int pos, const std::vector<float>& hidden, bool all_logits);
+
+  // ---- Failure recovery (head_recover.cpp) ----
+  enum class State { kRunning, kRecovering, kFailed };
+  // After setup: a heartbeat thread per worker in the ring, and the supervisor.
+  void start_supervision();
+  void stop_supervision();
+  // A worker (or, with worker < 0, the data path of ring generation `in_epoch`) failed.
+  // Thread-safe; the supervisor rebuilds the ring.
+  void report_failure(int worker, const std::string& why, uint64_t in_epoch);
+  // The ring for one batch: waits while it is rebuilt, throws its fatal error, and
+  // returns a shared lock on the layout and the generation it holds.
+  std::shared_lock<std::shared_mutex> use(uint64_t* epoch_out);
+  // Waits until the ring runs in a generation after `seen`; throws the fatal error.
+  void await(uint64_t seen);
+  void heartbeat_loop(int w);
+  void supervise();
+  // One rebuild: find who is lost, re-plan, reassign, relink, replay. Under topo_mu.
+  void recover(const std::string& why);
+  // Pings every worker of the ring; marks the ones that do not answer lost.
+  void find_lost();
+  // Who runs what now, over the workers not lost (head_replan.cpp). Throws NoPlacement.
+  PlanResult plan_survivors();
+  // Every live sequence's tokens through the rebuilt ring (fills the KV caches).
+  void replay_all();
+  // Puts `plan` in place: the head's stage, ASSIGN (or LOAD), links, replay, a new epoch.
+  // Under topo_mu, with the old chains stopped.
+  void apply_plan();
+
+  // ---- Runtime balancing (head_balance.cpp) ----
+  // One decode token's stage times (worker index, ms), from run_batch.
+  void note_decode(const std::vector<std::pair<int, double>>& times);
+  // Forget the stage times of the previous layout (under topo_mu).
+  void reset_clocks();
+  // The supervisor's move: re-plan with the measured speeds and apply it if it differs.
+  void rebalance(const std::string& why);
+
+  struct StageClock {
+    std::vector<double> first;   // the first balance_window times after a (re)plan
+    double baseline_ms = 0;      // their median: what the stage takes in this layout
+    std::vector<double> recent;  // the last balance_window times
+    int off = 0;                 // tokens in a row beyond balance_margin of the baseline
+  };
+  std::mutex balance_mu;
+  std::map<int, StageClock> clocks;  // by worker index
+  int64_t decode_tokens = 0;         // decode batches so far
+  int64_t quiet_until = 0;           // no move is asked for before this many
+  std::map<int, double> balance_ratio;  // measured / baseline per worker, for the move
+  std::string balance_request;          // for the supervisor (under state_mu)
+  void register_sequence(uint64_t seq, SequenceLog* log);
+  void unregister_sequence(uint64_t seq);
+
+  mutable std::shared_mutex topo_mu;  // plan, chains, steps, stage: shared per batch
+  std::mutex state_mu;
+  std::condition_variable state_cv;
+  State state = State::kRunning;
+  uint64_t epoch = 1;  // the ring's generation; each rebuild adds one
+  std::string fatal;   // kFailed: what every caller gets
+  struct Failure {
+    int worker;  // -1: the data path
+    std::string why;
+    uint64_t epoch;
+  };
+  std::vector<Failure> failures;  // reported, not yet handled
+  std::thread supervisor;
+  std::mutex seq_mu;
+  std::map<uint64_t, SequenceLog*> sequences;
+  std::vector<double> head_layer_ms;  // the head's profile, once measured for a re-plan
+  double head_output_ms = 0;
+  uint64_t head_memory = 0;
 
   std::shared_ptr<const Model> model;
   net::Tls tls;
@@ -134,6 +263,11 @@ class RingImpl : public Ring {
 
 // "f32", "f16", "q8" -> the wire type. Throws braid::Error.
 proto::WireType transfer_from_name(const std::string& name);
+
+// Ring::start up to planning (also `braid plan`, head_plan.cpp): checks the options,
+// dials and authenticates every worker and waits for the ones that dial in.
+std::unique_ptr<RingImpl> connect_ring(std::shared_ptr<const Model> model, const std::string& model_path,
+                                       const net::Tls& tls, const HeadOptions& options);
 
 // Decides who runs which layers: opt.split as given, or the planner over the workers'
 // profiles (head_plan.cpp).

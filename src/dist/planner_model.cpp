@@ -352,14 +352,15 @@ Assignment memory_split(const ModelCost& model, const Cluster& cluster, std::vec
 }
 
 std::string describe(const Cluster& cluster, const Assignment& a) {
-  const std::string head = device_name(cluster, cluster.head);
-  std::string s = "head " + head;
+  // "head laptop" names the head's device; a head called just "head" is said once.
+  const std::string name = device_name(cluster, cluster.head);
+  const std::string head = name == "head" ? name : "head " + name;
+  std::string s = head;
   for (const Segment& seg : a.stages) {
     s += cat(" -> ", device_name(cluster, seg.device), " [", seg.first, ", ", seg.last, ")");
   }
   const bool out_head = a.output_at_head && !a.stages.empty() && a.stages.back().device != cluster.head;
-  s += out_head ? cat(" -> head ", head, " (hidden state; the head runs the output)")
-                : cat(" -> head ", head, " (logits)");
+  s += out_head ? cat(" -> ", head, " (hidden state; the head runs the output)") : cat(" -> ", head, " (logits)");
   return s;
 }
 

@@ -20,14 +20,14 @@ using wire::Writer;
 std::string frame_type_name(uint16_t type) {
   static const char* const kNames[] = {
       "HELLO",       "PROFILE_REQUEST", "PROFILE",   "LOAD",  "LOADED",   "ACTIVATIONS", "LOGITS",
-      "KV_TRUNCATE", "SEQ_RESET",       "HEARTBEAT", "ERROR", "SHUTDOWN", "PROBE"};
+      "KV_TRUNCATE", "SEQ_RESET",       "HEARTBEAT", "ERROR", "SHUTDOWN", "PROBE",       "ASSIGN"};
   if (type >= 1 && type <= std::size(kNames)) return kNames[type - 1];
   return cat("type ", type);
 }
 
 namespace {
 
-constexpr uint16_t kLastType = static_cast<uint16_t>(FrameType::kProbe);
+constexpr uint16_t kLastType = static_cast<uint16_t>(FrameType::kAssign);
 constexpr size_t kTimingBytes = 16;
 
 // ---- Validation: one function per message, used by encode and decode ------------------
@@ -159,6 +159,12 @@ void validate(const Logits& m, const Check& v) {
 void validate(const KvTruncate&, const Check&) {}
 void validate(const SeqReset&, const Check&) {}
 void validate(const Heartbeat&, const Check&) {}
+void validate(const Assign& m, const Check& v) {
+  v(m.epoch >= 1, "epoch is 0");
+  v(m.first_layer <= m.last_layer && m.last_layer <= v.limits().max_layers, "layers [", m.first_layer, ", ",
+    m.last_layer, ") are not a range within ", v.limits().max_layers);
+  v(m.first_layer < m.last_layer || m.runs_output, "assigns no layers and no output");
+}
 void validate(const ErrorMessage& m, const Check& v) { v.str(m.message, "message"); }
 void validate(const Shutdown& m, const Check& v) { v.str(m.reason, "reason"); }
 
@@ -258,6 +264,13 @@ void write(Writer&, const SeqReset&) {}
 void write(Writer& w, const Heartbeat& m) {
   w.u64(m.time_us);
   w.u32(m.in_flight);
+  w.u32(m.timeout_ms);
+}
+void write(Writer& w, const Assign& m) {
+  w.u32(m.epoch);
+  w.u32(m.first_layer);
+  w.u32(m.last_layer);
+  w.u8(m.runs_output);
 }
 void write(Writer& w, const ErrorMessage& m) {
   w.u32(m.code);
@@ -412,6 +425,15 @@ Heartbeat read_heartbeat(Reader& r, const Limits&) {
   Heartbeat m;
   m.time_us = r.u64("time_us");
   m.in_flight = r.u32("in_flight");
+  m.timeout_ms = r.u32("timeout_ms");
+  return m;
+}
+Assign read_assign(Reader& r, const Limits&) {
+  Assign m;
+  m.epoch = r.u32("epoch");
+  m.first_layer = r.u32("first_layer");
+  m.last_layer = r.u32("last_layer");
+  m.runs_output = r.boolean("runs_output");
   return m;
 }
 ErrorMessage read_error(Reader& r, const Limits& l) {
@@ -593,6 +615,9 @@ Frame decode_payload(const Header& header, std::span<const uint8_t> payload, con
       break;
     case FrameType::kProbe:
       f.message = read_probe(r, limits);
+      break;
+    case FrameType::kAssign:
+      f.message = read_assign(r, limits);
       break;
     default:
       v(false, "unknown frame type");

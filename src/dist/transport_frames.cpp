@@ -263,6 +263,11 @@ Incoming receive(net::Connection& conn, net::Millis timeout, const proto::Limits
   return receive_frame(conn, timeout, timeout, limits);
 }
 
+Incoming receive_within(net::Connection& conn, net::Millis first_byte, net::Millis timeout,
+                        const proto::Limits& limits) {
+  return receive_frame(conn, first_byte, timeout, limits);
+}
+
 Incoming receive_idle(net::Connection& conn, net::Millis timeout, const proto::Limits& limits) {
   // A year: "no deadline", in a duration that the clock arithmetic cannot overflow.
   return receive_frame(conn, net::Millis(int64_t{365} * 24 * 3600 * 1000), timeout, limits);

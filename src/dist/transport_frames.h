@@ -105,6 +105,10 @@ Incoming receive(net::Connection& conn, net::Millis timeout, const proto::Limits
 // For links that are idle by design (a head waiting for its user): no deadline for the
 // next frame to start (interrupt() ends the wait), then `timeout` for the rest of it.
 Incoming receive_idle(net::Connection& conn, net::Millis timeout, const proto::Limits& limits = {});
+// The next frame must start within first_byte (a peer that owes heartbeats), then
+// `timeout` for the rest of it.
+Incoming receive_within(net::Connection& conn, net::Millis first_byte, net::Millis timeout,
+                        const proto::Limits& limits = {});
 
 // The reply a request expects: an ERROR frame becomes a braid::Error with its message
 // (prefixed by who), anything other than T one saying what came instead.

@@ -33,6 +33,9 @@ Worker::Impl::Impl(net::Tls t, WorkerOptions o) : tls(std::move(t)), opt(std::mo
   check(opt.threads >= 1, "threads must be at least 1");
   check(opt.slowdown >= 1.0 && opt.slowdown <= 1000.0, "--slowdown must be in [1, 1000] (got ", opt.slowdown,
         ")");
+  check(opt.slowdown_after_batches < 0 || (opt.slowdown_then >= 1.0 && opt.slowdown_then <= 1000.0),
+        "the later slowdown must be in [1, 1000] (got ", opt.slowdown_then, ")");
+  slowdown.store(opt.slowdown);
   if (opt.name.empty()) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
@@ -138,10 +141,24 @@ void Worker::Impl::handle(std::shared_ptr<net::Connection> conn, bool handshake)
 void Worker::Impl::control_loop(const std::shared_ptr<net::Connection>& conn,
                                 const std::shared_ptr<Session>& s) {
   std::string why = "the head said goodbye";
+  // Once the head sends heartbeats, it is bound to be heard from: a head silent for
+  // twice its own failure timeout (it hangs, or its network is gone) ends the session,
+  // which frees the model and the caches. Before that (setup), the link may idle.
+  net::Millis silence{0};
   try {
     while (true) {
-      Incoming in = receive_idle(*conn, opt.io_timeout);
+      const auto t0 = std::chrono::steady_clock::now();
+      Incoming in;
+      try {
+        in = silence.count() > 0 ? receive_within(*conn, silence, opt.io_timeout)
+                                 : receive_idle(*conn, opt.io_timeout);
+      } catch (const Error&) {
+        if (silence.count() > 0 && std::chrono::steady_clock::now() - t0 >= silence)
+          fail("the head sent nothing for ", net::format_duration(silence), " (heartbeats stopped)");
+        throw;
+      }
       if (in.get<proto::Shutdown>()) break;
+      if (const auto* h = in.get<proto::Heartbeat>()) silence = net::Millis(2 * int64_t{h->timeout_ms});
       handle_request(in, *s, *conn);
     }
   } catch (const Error& e) {
@@ -223,7 +240,7 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
             "no layer of the model has arrived to measure");
       const bool output_present = !s.streamed || s.streamed->missing(0, 0, true).empty();
       const DeviceProfile p =
-          measure_profile(*s.model, *s.pool, opt.slowdown, opt.mem_limit, &present, output_present);
+          measure_profile(*s.model, *s.pool, slowdown.load(), opt.mem_limit, &present, output_present);
       proto::Profile reply;
       reply.device_name = opt.name;
       reply.threads = static_cast<uint32_t>(opt.threads);
@@ -253,21 +270,12 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
             first, ", ", last, ") for a model of ", c.n_layers, " layers");
       check(n_ctx >= 1 && n_ctx <= (1 << 24), "bad context size ", n_ctx);
       check(max_seqs >= 1 && max_seqs <= 4096, "bad sequence count ", max_seqs);
-      uint64_t weights = 0;
-      for (int i = first; i < last; ++i) weights += s.model->layer_weight_bytes(i);
-      if (l->runs_output) weights += s.model->output_weight_bytes();
-      if (opt.mem_limit) {
-        // The planner respects the limit already; a fixed split may not.
-        const uint64_t need = weights + static_cast<uint64_t>(last - first) * static_cast<uint64_t>(n_ctx) *
-                                            static_cast<uint64_t>(max_seqs) * 2 * sizeof(float) *
-                                            static_cast<uint64_t>(c.kv_dim());
-        check(need <= opt.mem_limit, "layers [", first, ", ", last, ") with ", max_seqs, " sequence(s) of ",
-              n_ctx, " positions need ", need >> 20, " MiB, more than this worker's --mem-limit of ",
-              opt.mem_limit >> 20, " MiB");
-      }
+      s.n_ctx = n_ctx;
+      s.max_seqs = max_seqs;
+      const uint64_t weights = stage_bytes(s, first, last, l->runs_output);
       {
         std::lock_guard<std::mutex> lock(s.mu);
-        s.stage = std::make_unique<Stage>(s.model, first, last, n_ctx, max_seqs, *s.pool, opt.slowdown);
+        s.stage = std::make_unique<Stage>(s.model, first, last, n_ctx, max_seqs, *s.pool, slowdown.load());
         s.run_output = l->runs_output;
         s.transfer = l->activation_type;
         s.label = cat("layers [", first, ", ", last, ")", s.run_output ? " + output" : "");
@@ -327,7 +335,10 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
       proto::Heartbeat hb;
       hb.time_us = h->time_us;
       hb.in_flight = s.stage ? static_cast<uint32_t>(s.stage->open_sequences()) : 0;
+      hb.timeout_ms = h->timeout_ms;
       send(conn, make_frame(hb), t);
+    } else if (const auto* a = in.get<proto::Assign>()) {
+      assign(s, *a, conn);
     } else {
       fail("unexpected ", in.name(), " frame on a control link");
     }
@@ -345,6 +356,9 @@ Worker::Worker(net::Tls tls, WorkerOptions options)
     : impl_(std::make_unique<Impl>(std::move(tls), std::move(options))) {}
 
 Worker::~Worker() { stop(); }
+
+void Worker::set_slowdown(double factor) { impl_->set_slowdown(factor); }
+double Worker::slowdown() const { return impl_->slowdown.load(); }
 
 void Worker::serve(net::Listener& listener) {
   Impl& w = *impl_;

@@ -14,11 +14,13 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 // The output link: the successor worker's, or the head's. The head links it before it
-// sends the first batch, but a frame may overtake that; wait a bounded time.
-std::shared_ptr<net::Connection> wait_output(Session& s, net::Millis timeout) {
+// sends the first batch, but a frame may overtake that; wait a bounded time. A loop of
+// an older generation of links (ASSIGN dropped them) gets none.
+std::shared_ptr<net::Connection> wait_output(Session& s, net::Millis timeout, uint64_t gen) {
   std::unique_lock<std::mutex> lock(s.mu);
-  s.cv.wait_for(lock, timeout, [&] { return s.out != nullptr || s.closed; });
+  s.cv.wait_for(lock, timeout, [&] { return s.out != nullptr || s.closed || s.links_gen != gen; });
   check(!s.closed, "session closed");
+  check(s.links_gen == gen, "the head re-planned");
   check(s.out != nullptr, "no output link after ", net::format_duration(timeout));
   return s.out;
 }
@@ -32,6 +34,7 @@ double ms_since(Clock::time_point t) {
 void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn,
                               const std::shared_ptr<Session>& sp) {
   Session& s = *sp;
+  uint64_t gen;
   {
     std::lock_guard<std::mutex> lock(s.mu);
     if (s.in || s.closed) {
@@ -39,7 +42,10 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn,
       return;
     }
     s.in = conn;
+    gen = s.links_gen;
+    ++s.data_threads;
   }
+  auto out = [&] { return wait_output(s, opt.io_timeout, gen); };
   std::string why;
   try {
     while (true) {
@@ -48,7 +54,8 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn,
       const uint64_t seq = in.frame.sequence_id;
       const Session::DataPath d = s.data_path();
       if (auto* a = in.get<proto::Activations>()) {
-        proto::Frame out;
+        count_batch();
+        proto::Frame reply;
         try {
           check(d.stage != nullptr, "no layers assigned");
           const ModelConfig& c = d.stage->model().config();
@@ -74,29 +81,29 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn,
             mine.compute_ms = static_cast<float>(ms_since(t0));
             timings.push_back(mine);
             l.timings = std::move(timings);
-            out = make_frame(std::move(l), seq, in.frame.step);
+            reply = make_frame(std::move(l), seq, in.frame.step);
           } else {
             proto::Activations next = proto::Activations::from_f32(a->pos0, a->dim, hidden, d.transfer);
             next.all_logits = a->all_logits;
             mine.compute_ms = static_cast<float>(ms_since(t0));
             timings.push_back(mine);
             next.timings = std::move(timings);
-            out = make_frame(std::move(next), seq, in.frame.step);
+            reply = make_frame(std::move(next), seq, in.frame.step);
           }
         } catch (const Error& e) {
-          out = make_error(cat("worker ", opt.name, " (", d.label, "): ", e.what()),
-                           proto::ErrorCode::kInternal, seq);
+          reply = make_error(cat("worker ", opt.name, " (", d.label, "): ", e.what()),
+                             proto::ErrorCode::kInternal, seq);
         }
-        send(*wait_output(s, opt.io_timeout), out, opt.io_timeout);
+        send(*out(), reply, opt.io_timeout);
       } else if (in.get<proto::SeqReset>()) {
         if (d.stage) d.stage->end(seq);
-        if (d.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+        if (d.forward_end) send(*out(), in.frame, opt.io_timeout);
       } else if (const auto* k = in.get<proto::KvTruncate>()) {
         if (d.stage) d.stage->truncate(seq, static_cast<int>(k->keep));
-        if (d.forward_end) send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+        if (d.forward_end) send(*out(), in.frame, opt.io_timeout);
       } else if (in.get<proto::ErrorMessage>()) {
         // From upstream: pass it on towards the head.
-        send(*wait_output(s, opt.io_timeout), in.frame, opt.io_timeout);
+        send(*out(), in.frame, opt.io_timeout);
       } else {
         fail("unexpected ", in.name(), " frame on a data link");
       }
@@ -104,11 +111,25 @@ void Worker::Impl::input_loop(const std::shared_ptr<net::Connection>& conn,
   } catch (const Error& e) {
     why = e.what();
   }
-  // The ring is broken (or over): close the session so the failure reaches the head
-  // through the rest of the ring instead of leaving it waiting.
-  const bool was_closed = s.closed;
-  s.close();
-  if (!stopping.load() && !was_closed)
+  // The ring is broken (or over). Close the output link too, so the break travels down
+  // the chain to the head at once instead of leaving it waiting; the session itself (the
+  // model, the control link) stays for the head to re-plan with. Links that ASSIGN
+  // already replaced are not ours to touch.
+  bool mine;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    mine = s.in == conn && s.links_gen == gen;
+    if (mine) {
+      s.in.reset();
+      if (s.out) s.out->interrupt();
+      s.out.reset();
+      s.forward_end = false;
+    }
+    --s.data_threads;
+    s.cv.notify_all();
+  }
+  conn->close();
+  if (!stopping.load() && !s.closed && mine)
     log(cat("session ", s.id, ": input from ", conn->peer(), " ended: ", why));
 }
 

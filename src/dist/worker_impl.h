@@ -44,7 +44,8 @@ struct Session {
   bool run_output = false;
   bool forward_end = false;  // the successor is a worker (it needs SEQ_RESET too)
   proto::WireType transfer = proto::WireType::kF32;
-  std::string label;  // "layers [2, 5)" for messages
+  std::string label;            // "layers [2, 5)" for messages
+  int n_ctx = 0, max_seqs = 0;  // from LOAD, for the stages ASSIGN makes
 
   struct DataPath {
     Stage* stage = nullptr;  // null until LOAD
@@ -63,6 +64,11 @@ struct Session {
   std::shared_ptr<net::Connection> in;   // the predecessor's link
   std::shared_ptr<net::Connection> control;
   std::atomic<bool> closed{false};
+  // The data links' generation: ASSIGN drops them and bumps it, which ends every input
+  // loop of the old generation (they wait for data_threads to reach 0 before the stage
+  // is replaced, so none runs a stage that is gone).
+  uint64_t links_gen = 0;
+  int data_threads = 0;
 
   // Interrupts every link; threads serving them end soon after.
   void close();
@@ -84,6 +90,17 @@ struct Worker::Impl {
   void handle_request(Incoming& in, Session& s, net::Connection& conn);
   // Maps and checks the model a request names (once per session).
   void ensure_model(Session& s, const std::string& path, const proto::Sha256& fingerprint);
+  // Bytes of weights a stage of [first, last) (+ output) holds; throws when it and its KV
+  // caches would not fit --mem-limit.
+  uint64_t stage_bytes(const Session& s, int first, int last, bool output) const;
+  // ASSIGN (worker_assign.cpp): a new layer range for a session after the head re-planned.
+  void assign(Session& s, const proto::Assign& a, net::Connection& conn);
+  // Interrupts and forgets the session's data links and waits until no input loop runs.
+  void drop_data_links(Session& s);
+  // The test hooks of WorkerOptions, for the batch that just arrived.
+  void count_batch();
+  // Worker::set_slowdown: every stage from its next batch on, and new stages.
+  void set_slowdown(double factor);
   std::shared_ptr<Session> find_session(uint64_t id);
   void spawn(std::function<void()> fn);
 
@@ -95,6 +112,8 @@ struct Worker::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::map<uint64_t, std::shared_ptr<Session>> sessions;
+  std::atomic<double> slowdown{1.0};  // opt.slowdown, changed at run time
+  std::atomic<int> batches{0};                      // ACTIVATIONS frames received, for the test hooks
   std::set<std::shared_ptr<net::Connection>> live;  // interrupted on stop()
   int running = 0;                                  // connection threads
 };

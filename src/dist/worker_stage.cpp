@@ -27,8 +27,8 @@ Stage::Stage(std::shared_ptr<const Model> model, int first, int last, int n_ctx,
 }
 
 void Stage::pad(double seconds) {
-  if (slowdown_ > 1.0)
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds * (slowdown_ - 1.0)));
+  const double slowdown = slowdown_.load();
+  if (slowdown > 1.0) std::this_thread::sleep_for(std::chrono::duration<double>(seconds * (slowdown - 1.0)));
 }
 
 void Stage::run(uint64_t seq, int pos0, int n, float* hidden) {

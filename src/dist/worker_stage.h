@@ -4,6 +4,7 @@
 // cluster computes exactly what Model::forward computes on one device.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -40,6 +41,10 @@ class Stage {
   void truncate(uint64_t seq, int keep);
   int open_sequences() const;
 
+  // A device that got slower or faster while it runs (thermal throttling, in tests and
+  // benchmarks): applies from the next batch on. Thread-safe.
+  void set_slowdown(double slowdown) { slowdown_.store(slowdown); }
+
   // Seconds spent computing so far (without the slowdown padding), for stage timings.
   double busy_seconds() const { return busy_s_; }
 
@@ -49,7 +54,7 @@ class Stage {
   std::shared_ptr<const Model> model_;
   int first_, last_, n_ctx_, max_seqs_;
   ThreadPool& pool_;
-  double slowdown_;
+  std::atomic<double> slowdown_;
   mutable std::mutex mu_;  // the pool is not reentrant; sequences share it
   std::map<uint64_t, std::unique_ptr<KVCache>> kv_;
   double busy_s_ = 0;

@@ -1,0 +1,178 @@
+// Who runs what after a worker was lost: the planner over the workers that are left,
+// with the profiles and link measurements the head took at the start (a ring that began
+// with a fixed split never measured its workers: they are measured now). The head's
+// fixed share (HeadOptions::head_layers >= 0) stays; with head_layers < 0 the head may
+// take layers itself. The model's costs are priced as at the start (head_plan.cpp).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "braid/error.h"
+#include "braid/planner.h"
+#include "dist/head_ring.h"
+#include "dist/worker_stream.h"
+
+namespace braid::dist {
+namespace {
+
+constexpr double kOutOfReach = 1e8;  // ms: a device that may not run something
+
+// Best round trip (ms) of `reps` probes carrying `bytes` each way.
+double probe_ms(RemoteWorker& w, uint32_t bytes, int reps, net::Millis timeout) {
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    proto::Probe p;
+    p.padding.assign(bytes, 0);
+    p.reply_bytes = bytes;
+    const auto t0 = std::chrono::steady_clock::now();
+    expect<proto::Probe>(w.request(make_frame(p), timeout), w.label());
+    best = std::min(best,
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// The profile and link measurements of a worker that has none yet.
+void measure_worker(RingImpl& r, RemoteWorker& w) {
+  if (!w.profile.layer_ms.empty()) return;
+  proto::ProfileRequest req;
+  req.model_id = r.model_path;
+  req.model_sha256 = r.fingerprint;
+  req.context_length = static_cast<uint32_t>(r.opt.n_ctx);
+  const proto::Profile p = expect<proto::Profile>(
+      r.request_with_model(w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)), w.label());
+  check(static_cast<int>(p.layer_ms.size()) == r.model->config().n_layers, w.label(), " profiled ",
+        p.layer_ms.size(), " layers, the model has ", r.model->config().n_layers);
+  w.name = p.device_name;
+  w.threads = static_cast<int>(p.threads);
+  w.profile.output_ms = p.output_ms;
+  w.profile.layer_ms = p.layer_ms;
+  w.profile.memory_bytes = p.memory_budget_bytes;
+  constexpr uint32_t kProbe = 256 * 1024;
+  w.rtt_ms = probe_ms(w, 0, 3, r.opt.io_timeout);
+  const double big = probe_ms(w, kProbe, 2, r.opt.io_timeout);
+  w.bytes_per_s = std::clamp(2.0 * kProbe / (std::max(big - w.rtt_ms, 1e-3) / 1000.0), 1e5, 1e11);
+}
+
+}  // namespace
+
+PlanResult RingImpl::plan_survivors() {
+  const HeadOptions& o = opt;
+  const ModelConfig& c = model->config();
+  const int h = std::max(0, o.head_layers);
+  const bool head_computes = o.head_layers < 0;
+
+  std::vector<int> alive;  // worker indices, in their original order
+  for (size_t i = 0; i < workers.size(); ++i)
+    if (!workers[i]->lost.load() && workers[i]->control) alive.push_back(static_cast<int>(i));
+  if (alive.empty() && !head_computes) throw NoPlacement("no worker is left to run the layers");
+  for (int i : alive) measure_worker(*this, *workers[static_cast<size_t>(i)]);
+
+  planner::ModelCost cost;
+  const uint64_t kv_per_token = 2 * sizeof(float) * static_cast<uint64_t>(c.kv_dim());
+  for (int l = h; l < c.n_layers; ++l) {
+    cost.layer_bytes.push_back(model->layer_weight_bytes(l));
+    cost.kv_bytes_per_token.push_back(kv_per_token);
+  }
+  cost.context_length = static_cast<int64_t>(o.n_ctx) * o.max_sequences;
+  cost.hidden_bytes = proto::wire_bytes(transfer, 1, static_cast<uint64_t>(c.dim));
+  cost.logits_bytes = sizeof(float) * static_cast<uint64_t>(c.n_vocab);
+  cost.embed_bytes = model->embed_weight_bytes();
+  cost.output_bytes = model->output_weight_bytes();
+  if (c.tied_output) cost.output_bytes_on_head = model->output_weight_bytes() - model->token_embd().nbytes;
+
+  planner::Options po;
+  if (o.objective == HeadOptions::Objective::kThroughput) po = planner::Options::throughput();
+  po.allow_output_at_head = head_computes || o.output_at_head;
+
+  planner::Cluster cl;
+  cl.head = 0;
+  planner::Device head;
+  head.name = "head";
+  if (head_computes || o.output_at_head) {
+    if (head_layer_ms.empty()) {
+      const DeviceProfile p = measure_profile(*model, *pool, 1.0, 0);
+      head_layer_ms = p.layer_ms;
+      head_output_ms = p.output_ms;
+      head_memory = p.memory_bytes;
+    }
+    head.layer_ms = head_layer_ms;
+    head.output_ms = head_output_ms;
+    head.memory_bytes = head_memory;
+  }
+  if (!head_computes) {
+    // Layers stay off the head: priced out of reach, and a budget of only what it must
+    // hold, so that survivors too small for the model are an error that says so.
+    head.layer_ms.assign(static_cast<size_t>(c.n_layers), kOutOfReach);
+    const double must_hold = static_cast<double>(cost.embed_bytes) +
+                             (o.output_at_head ? static_cast<double>(cost.head_output_bytes()) : 0.0);
+    head.memory_bytes = static_cast<uint64_t>(std::ceil(must_hold * (1.0 + po.memory_margin))) + 64;
+  }
+  head.layer_ms.erase(head.layer_ms.begin(), head.layer_ms.begin() + h);
+  cl.devices.push_back(head);
+  for (int i : alive) {
+    const RemoteWorker& w = *workers[static_cast<size_t>(i)];
+    planner::Device d;
+    d.name = w.addr.str();
+    d.layer_ms.assign(w.profile.layer_ms.begin() + h, w.profile.layer_ms.end());
+    d.output_ms = o.output_at_head ? kOutOfReach : w.profile.output_ms;
+    d.memory_bytes = w.profile.memory_bytes;
+    cl.devices.push_back(d);
+  }
+  const size_t nd = cl.devices.size();
+  cl.links.assign(nd, std::vector<planner::Link>(nd));
+  for (size_t i = 0; i < nd; ++i) {
+    for (size_t j = 0; j < nd; ++j) {
+      if (i == j) continue;
+      // As at the start: head <-> worker measured, worker <-> worker the slower of both.
+      const RemoteWorker* a = i ? workers[static_cast<size_t>(alive[i - 1])].get() : nullptr;
+      const RemoteWorker* b = j ? workers[static_cast<size_t>(alive[j - 1])].get() : nullptr;
+      planner::Link l;
+      if (!a || !b) {
+        const RemoteWorker* w = a ? a : b;
+        l.latency_ms = w->rtt_ms / 2;
+        l.bytes_per_s = w->bytes_per_s;
+      } else {
+        l.latency_ms = std::max(a->rtt_ms, b->rtt_ms) / 2;
+        l.bytes_per_s = std::min(a->bytes_per_s, b->bytes_per_s);
+      }
+      cl.links[i][j] = l;
+    }
+  }
+
+  planner::Plan plan;
+  try {
+    plan = planner::solve(cost, cl, po);
+  } catch (const Error& e) {
+    throw NoPlacement(e.what());
+  }
+
+  PlanResult p;
+  p.head_first = 0;
+  p.head_last = h;
+  if (h > 0) p.parts.push_back({-1, 0, h});
+  for (const auto& s : plan.assignment.stages) {
+    if (s.device == 0) {
+      // The head keeps one contiguous range (see head_plan.cpp).
+      check(h == 0 || s.first == 0, "the planner split the head's layers");
+      p.head_first = h > 0 ? 0 : s.first + h;
+      p.head_last = s.last + h;
+      if (h > 0) {
+        p.parts.back().last = s.last + h;
+        continue;
+      }
+      p.parts.push_back({-1, s.first + h, s.last + h});
+      continue;
+    }
+    p.parts.push_back({alive[static_cast<size_t>(s.device - 1)], s.first + h, s.last + h});
+  }
+  p.output_at_head =
+      plan.assignment.output_at_head || o.output_at_head || p.parts.empty() || p.parts.back().worker < 0;
+  p.predicted_ms = plan.prediction.latency_ms;
+  p.summary = planner::describe(cl, plan.assignment);
+  log(cat("re-plan (", plan.solver, "): ", p.summary, ", predicted ", plan.prediction.latency_ms,
+          " ms/token"));
+  return p;
+}
+
+}  // namespace braid::dist
