@@ -8,6 +8,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "tensor/matmul.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -69,6 +70,19 @@ HWY_INLINE VF TailX(DF d, const float* x, int64_t i0, int64_t k) {
   return hn::Load(d, buf);
 }
 
+// Decode streams each weight from DRAM once; the hardware prefetchers alone stall at
+// page boundaries, so fetch this far ahead (as the quantized kernels do, see
+// quant_tile-inl.h), past the row's end into the next rows, which follow it in memory.
+constexpr int64_t kPrefetchAheadBytes = 24576;
+
+// Prefetches the cache lines of elements [i, i + n) of row w, kPrefetchAheadBytes ahead.
+template <class Row>
+HWY_INLINE void PrefetchAhead(const Row& w, int64_t i, int64_t n) {
+  const char* p = reinterpret_cast<const char*>(w.p + i) + kPrefetchAheadBytes;
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(*w.p));
+  for (int64_t b = 0; b < bytes; b += 64) hwy::Prefetch(p + b);
+}
+
 template <class Row>
 HWY_INLINE float Dot1(const Row& w, const float* x, int64_t k) {
   const DF d;
@@ -76,6 +90,7 @@ HWY_INLINE float Dot1(const Row& w, const float* x, int64_t k) {
   VF a0 = hn::Zero(d), a1 = hn::Zero(d);
   int64_t i = 0;
   for (; i + 2 * N <= k; i += 2 * N) {
+    PrefetchAhead(w, i, 2 * N);
     a0 = hn::MulAdd(w.vec(d, i), hn::LoadU(d, x + i), a0);
     a1 = hn::MulAdd(w.vec(d, i + N), hn::LoadU(d, x + i + N), a1);
   }
