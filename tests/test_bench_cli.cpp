@@ -1,20 +1,34 @@
 // braid bench (library and CLI), the progress bar, and the quantize / synth / bench CLIs
 // end to end:
 //   - run_bench over a scripted Forward: which calls it makes (positions, batch sizes,
-//     repetitions), the statistics, the JSON keys (null for what was not measured);
+//     repetitions), the statistics, the JSON keys (null for what was not measured); the
+//     pipelined test: sequences made, driven at once from their own threads;
 //   - the machine probes: read bandwidth, peak RSS grows with touched memory, cache size;
 //   - Progress lines on a non-terminal (a line per tenth) and their format;
 //   - `braid synth` -> `braid quantize` -> `braid bench --json` on tiny synthetic models:
 //     valid JSON with the required keys and sane values; the human-readable table;
+//   - `braid bench --sequences N`, locally and over two `braid worker` processes on
+//     127.0.0.1 (stories260K): the pipelined keys, positive speeds;
 //   - bad input: -t 0, missing files, unknown types and presets, bad -p, nothing to do.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "braid/bench.h"
@@ -141,6 +155,136 @@ TEST(RunBench, OnlyGenerationAndBadOptions) {
   EXPECT_THROW(
       run_bench([&](int) { return std::make_unique<RecordingForward>(&calls, 2); }, fake_info(), opt, pool),
       Error);
+}
+
+// A sequence of the pipelined test: records its calls, and how many sequences were inside
+// forward() at once (each call takes 2 ms, so overlapping threads are seen).
+class ConcurrentForward : public Forward {
+ public:
+  struct Shared {
+    std::mutex mu;
+    std::set<std::thread::id> threads;
+    std::atomic<int> in_flight{0};
+    std::atomic<int> max_in_flight{0};
+  };
+  using Calls = std::vector<std::pair<int, int>>;  // (n, pos0)
+  // Records into *calls (owned by the test: run_bench destroys its Forwards), if given.
+  ConcurrentForward(Shared* shared, int n_ctx, Calls* calls = nullptr)
+      : shared_(shared), n_ctx_(n_ctx), calls_(calls) {}
+  int n_vocab() const override { return 16; }
+  int n_ctx() const override { return n_ctx_; }
+  void forward(const int32_t* tokens, int n, int pos0, bool, float* logits) override {
+    const int now = ++shared_->in_flight;
+    int seen = shared_->max_in_flight.load();
+    while (now > seen && !shared_->max_in_flight.compare_exchange_weak(seen, now)) {
+    }
+    {
+      std::lock_guard<std::mutex> lock(shared_->mu);
+      shared_->threads.insert(std::this_thread::get_id());
+      for (int i = 0; i < n; ++i) EXPECT_TRUE(tokens[i] >= 0 && tokens[i] < 16);
+      if (calls_) calls_->push_back({n, pos0});
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    for (int i = 0; i < 16; ++i) logits[i] = static_cast<float>(i);
+    --shared_->in_flight;
+  }
+
+ private:
+  Shared* shared_;
+  int n_ctx_;
+  Calls* calls_;  // under shared->mu
+};
+
+TEST(RunBench, PipelinedSequencesRunAtOnce) {
+  ConcurrentForward::Shared shared;
+  std::vector<std::unique_ptr<ConcurrentForward::Calls>> made;
+  ThreadPool pool(1);
+  BenchOptions opt;
+  opt.n_prompt = {};
+  opt.n_gen = 5;
+  opt.reps = 2;
+  opt.sequences = 3;
+  opt.measure_bandwidth = false;
+  const BenchResult r = run_bench(
+      [&](int n_ctx) {
+        made.push_back(std::make_unique<ConcurrentForward::Calls>());
+        return std::make_unique<ConcurrentForward>(&shared, n_ctx, made.back().get());
+      },
+      fake_info(), opt, pool);
+  ASSERT_EQ(made.size(), 3u);  // the single-stream Forward is the first sequence
+  // First: tg warmup (1) + 2 x 5, then pipelined warmup (1) + 2 x 5. The others: the last two.
+  std::vector<std::pair<int, int>> pipelined;
+  for (int rep = -1; rep < 2; ++rep)
+    for (int i = 0; i < (rep < 0 ? 1 : 5); ++i) pipelined.push_back({1, i});
+  std::vector<std::pair<int, int>> first;
+  for (int rep = -1; rep < 2; ++rep)
+    for (int i = 0; i < (rep < 0 ? 1 : 5); ++i) first.push_back({1, i});
+  first.insert(first.end(), pipelined.begin(), pipelined.end());
+  EXPECT_EQ(*made[0], first);
+  EXPECT_EQ(*made[1], pipelined);
+  EXPECT_EQ(*made[2], pipelined);
+  EXPECT_EQ(shared.max_in_flight.load(), 3);  // all three at once
+  EXPECT_GE(shared.threads.size(), 3u);
+  EXPECT_EQ(r.sequences, 3);
+  ASSERT_EQ(r.pipelined_gen_tokens_per_s.samples.size(), 2u);
+  // 3 sequences of 2 ms tokens at once: well above one stream's rate.
+  EXPECT_GT(r.pipelined_gen_tokens_per_s.median(), 1.5 * r.gen_tokens_per_s.median());
+  EXPECT_EQ(r.kv_cache_bytes, 3u * 5u * 64u);
+
+  auto j = nlohmann::json::parse(r.to_json());
+  EXPECT_EQ(j["sequences"], 3);
+  EXPECT_GT(j["pipelined_gen_tokens_per_s"].get<double>(), 0);
+  EXPECT_EQ(j["pipelined_gen_samples"].size(), 2u);
+
+  // One sequence: no pipelined test, and null in the JSON.
+  opt.sequences = 1;
+  const BenchResult one = run_bench(
+      [&](int n_ctx) { return std::make_unique<ConcurrentForward>(&shared, n_ctx); }, fake_info(), opt, pool);
+  EXPECT_TRUE(one.pipelined_gen_tokens_per_s.samples.empty());
+  auto j1 = nlohmann::json::parse(one.to_json());
+  EXPECT_EQ(j1["sequences"], 1);
+  EXPECT_TRUE(j1["pipelined_gen_tokens_per_s"].is_null());
+
+  // Out of range, or pipelining without generation.
+  auto make = [&](int n_ctx) { return std::make_unique<ConcurrentForward>(&shared, n_ctx); };
+  BenchOptions zero = opt;
+  zero.sequences = 0;
+  EXPECT_THROW(run_bench(make, fake_info(), zero, pool), Error);
+  BenchOptions no_gen = opt;
+  no_gen.sequences = 2;
+  no_gen.n_gen = 0;
+  no_gen.n_prompt = {4};
+  EXPECT_THROW(run_bench(make, fake_info(), no_gen, pool), Error);
+}
+
+// A sequence that fails mid-test: the error reaches the caller once every thread ended.
+TEST(RunBench, PipelinedErrorIsRethrown) {
+  // Sequences after the first fail at position 3 (a worker lost mid-run).
+  struct Failing : Forward {
+    explicit Failing(bool fails) : fails_(fails) {}
+    int n_vocab() const override { return 16; }
+    int n_ctx() const override { return 8; }
+    void forward(const int32_t*, int, int pos0, bool, float* logits) override {
+      if (fails_ && pos0 == 3) fail("sequence lost at position 3");
+      std::fill(logits, logits + 16, 0.0f);
+    }
+    bool fails_;
+  };
+  ThreadPool pool(1);
+  BenchOptions opt;
+  opt.n_prompt = {};
+  opt.n_gen = 5;
+  opt.reps = 1;
+  opt.sequences = 3;
+  opt.measure_bandwidth = false;
+  int made = 0;
+  try {
+    run_bench([&](int) { return std::make_unique<Failing>(made++ > 0); }, fake_info(), opt, pool);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "sequence lost at position 3");
+  }
+  EXPECT_EQ(made, 3);
 }
 
 TEST(BenchStat, MedianMeanStddev) {
@@ -293,6 +437,115 @@ TEST(BenchCli, SynthWithTheSharedVocabulary) {
   EXPECT_EQ(t.exit_code, 0) << t.err;
 }
 
+// The pipelined keys of `braid bench --sequences N`: every sequence's tokens counted.
+void expect_pipelined(const nlohmann::json& j, int sequences) {
+  EXPECT_EQ(j["sequences"], sequences);
+  ASSERT_TRUE(j["pipelined_gen_tokens_per_s"].is_number()) << j.dump();
+  EXPECT_GT(j["pipelined_gen_tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["gen_tokens_per_s"].get<double>(), 0);
+  EXPECT_EQ(j["pipelined_gen_samples"].size(), j["reps"].get<size_t>());
+}
+
+TEST(BenchCli, SequencesLocally) {
+  const std::string dir = test::temp_dir();
+  const std::string m = dir + "/tiny-q4.gguf";
+  ASSERT_EQ(run_braid({"synth", "--preset", "tiny", "--type", "Q4_0", "--vocab", "none", "-o", m}).exit_code,
+            0);
+  auto b = run_braid({"bench", "-m", m, "-t", "1", "-p", "8", "-n", "6", "-r", "2", "--no-bandwidth",
+                      "--sequences", "3", "--json"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const auto j = nlohmann::json::parse(b.out);
+  expect_pipelined(j, 3);
+  EXPECT_EQ(j["engine"], "local");
+  EXPECT_NE(b.err.find("braid: tg6 x 3 sequences: "), std::string::npos) << b.err;
+  auto t = run_braid(
+      {"bench", "-m", m, "-t", "1", "-p", "0", "-n", "4", "-r", "1", "--no-bandwidth", "--sequences", "2"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_NE(t.out.find("| tg4 x2"), std::string::npos) << t.out;
+}
+
+// A `braid worker --listen 127.0.0.1:0 --threads 1` child; its port comes back on
+// --ready-fd. SIGTERM (then SIGKILL) when destroyed.
+class WorkerProcess {
+ public:
+  explicit WorkerProcess(const std::string& secret) {
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    std::vector<std::string> args = {
+        test::braid_binary(), "worker",        "--threads", "1",          "--listen",
+        "127.0.0.1:0",        "--secret-file", secret,      "--ready-fd", std::to_string(fds[1])};
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(fds[0]);
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    std::string got;
+    pollfd p{fds[0], POLLIN, 0};
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (got.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[16];
+      const ssize_t k = read(fds[0], buf, sizeof buf);
+      if (k <= 0) break;
+      got.append(buf, static_cast<size_t>(k));
+    }
+    close(fds[0]);
+    if (got.find('\n') != std::string::npos) port_ = std::stoi(got);
+  }
+  ~WorkerProcess() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int status;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  WorkerProcess(const WorkerProcess&) = delete;
+  bool ok() const { return port_ > 0; }
+  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+TEST(BenchCli, SequencesOverTwoWorkers) {
+  BRAID_REQUIRE_ASSET(model, "models/stories260K.gguf");
+  if (run_braid({"worker", "--help"}, "", 30).exit_code != 0) GTEST_SKIP() << "braid has no dist module";
+  const std::string secret = test::temp_dir() + "/secret";
+  std::ofstream(secret) << "bench secret";
+  WorkerProcess a(secret), b(secret);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const char* sequences : {"2", "3"}) {
+    SCOPED_TRACE(sequences);
+    // An even split, so both workers are in the ring and the sequences overlap.
+    std::vector<std::string> args = {"bench", "-m", model, "-t", "1", "-p", "8", "-n", "8", "-r", "2"};
+    args.insert(args.end(), {"--json", "--no-bandwidth", "--sequences", sequences, "--split", "even"});
+    args.insert(args.end(), {"--workers", a.addr() + "," + b.addr(), "--secret-file", secret});
+    const auto r = run_braid(args, "", 60);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["engine"], "cluster");
+    expect_pipelined(j, std::stoi(sequences));
+    EXPECT_EQ(j["cluster"]["ring"],
+              "head -> " + a.addr() + " [0, 3) -> " + b.addr() + " [3, 5) -> head (logits)");
+    EXPECT_GT(j["cluster"]["predicted_ms_per_token"].get<double>(), 0);
+  }
+}
+
 TEST(BenchCli, BadInputFailsWithOneLine) {
   const std::string dir = test::temp_dir();
   const std::string m = dir + "/tiny.gguf";
@@ -308,6 +561,8 @@ TEST(BenchCli, BadInputFailsWithOneLine) {
       {{"bench", "-m", m, "-p", "abc"}, "'abc' is not a prompt size"},
       {{"bench", "-m", m, "-p", "0", "-n", "0"}, "nothing to measure"},
       {{"bench", "-m", m, "-r", "0"}, "reps"},
+      {{"bench", "-m", m, "--sequences", "0"}, "sequences"},
+      {{"bench", "-m", m, "--sequences", "2", "-n", "0"}, "--sequences 2 times generation: it needs -n > 0"},
       {{"quantize", m, dir + "/o.gguf", "Q3_X"}, "unknown quantization type 'Q3_X'"},
       {{"quantize", dir + "/missing.gguf", dir + "/o.gguf", "Q4_0"}, "not found"},
       {{"quantize", m, dir + "/o.gguf", "Q4_0", "-t", "0"}, "threads"},

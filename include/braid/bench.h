@@ -15,6 +15,10 @@
 // of that bound a run reached. The benchmark runs over braid::Forward, so the same code
 // measures one device (LocalForward) or a cluster (a Forward over the network): pass a
 // factory that makes either.
+//
+// Pipelined generation (BenchOptions::sequences > 1) drives several sequences at once,
+// one thread each: on a cluster's ring, while one worker runs a token of one sequence the
+// next runs another's, so tokens/s over all sequences can exceed one stream's.
 #pragma once
 
 #include <cstddef>
@@ -97,6 +101,10 @@ struct BenchOptions {
   bool measure_bandwidth = true;
   size_t bandwidth_buffer_bytes = 0;  // 0: default_bandwidth_buffer_bytes()
   double bandwidth_seconds = 1.0;
+  // Pipelined generation test: this many sequences (one Forward each, all alive at once)
+  // generate n_gen tokens each from an empty context at the same time, one thread per
+  // sequence; the result is all their tokens / wall time. 1: no such test. Needs n_gen > 0.
+  int sequences = 1;
   std::string engine = "local";  // recorded in the result: what the Forward runs on
   // Called with a short line as each test finishes ("pp64: 118.3 tok/s"), for progress.
   std::function<void(const std::string&)> log;
@@ -125,9 +133,11 @@ struct BenchResult {
   std::vector<PromptBench> prompt;
   int n_gen = 0;
   BenchStat gen_tokens_per_s;
-  uint64_t peak_rss_bytes = 0;  // before the bandwidth probe allocated anything
-  uint64_t kv_cache_bytes = 0;  // model.kv_bytes_per_position x n_ctx
-  BandwidthResult bandwidth;    // bytes_per_s == 0 when not measured
+  int sequences = 1;
+  BenchStat pipelined_gen_tokens_per_s;  // all sequences' tokens / wall time; empty for 1
+  uint64_t peak_rss_bytes = 0;           // before the bandwidth probe allocated anything
+  uint64_t kv_cache_bytes = 0;           // model.kv_bytes_per_position x n_ctx x sequences
+  BandwidthResult bandwidth;             // bytes_per_s == 0 when not measured
 
   // Weight bytes per second while generating (weight_bytes_per_token x median tg
   // tokens/s), and its fraction of the measured read bandwidth (0 when unknown).
@@ -138,19 +148,23 @@ struct BenchResult {
   // model_params, weight_bytes_per_token, engine, simd, threads, reps, n_ctx, n_prompt
   // (the first prompt size), prompt_tokens_per_s (its median), prompt (every size:
   // n_prompt, tokens_per_s, stddev, samples), n_gen, gen_tokens_per_s, gen_stddev,
-  // gen_samples, peak_rss_bytes, kv_cache_bytes, read_bandwidth_bytes_per_s,
+  // gen_samples, sequences, pipelined_gen_tokens_per_s, pipelined_gen_stddev,
+  // pipelined_gen_samples, peak_rss_bytes, kv_cache_bytes, read_bandwidth_bytes_per_s,
   // bandwidth_buffer_bytes, gen_bytes_per_s, bandwidth_fraction. Speeds not measured
-  // are null.
+  // (pipelined with 1 sequence) are null.
   std::string to_json(int indent = 2) const;
 };
 
-// Makes the Forward to benchmark, holding at least n_ctx positions.
+// Makes the Forward to benchmark (a new sequence), holding at least n_ctx positions.
 using ForwardFactory = std::function<std::unique_ptr<Forward>(int n_ctx)>;
 
-// Runs the tests of `opt` on one Forward from `make` (n_ctx = the largest test), reads
-// the peak RSS, then probes the read bandwidth with `pool`'s threads. Throws
-// braid::Error for options out of range (no test, reps < 1, sizes < 1) and whatever
-// the Forward throws.
+// Runs the tests of `opt` on one Forward from `make` (n_ctx = the largest test); for the
+// pipelined test, calls `make` sequences - 1 more times and drives the first Forward and
+// those from one thread each at once (so they must be usable concurrently: a factory over
+// one ThreadPool must serialize them). Then reads the peak RSS and probes the read
+// bandwidth with `pool`'s threads. Throws braid::Error for options out of range (no
+// test, reps < 1, sizes < 1, sequences < 1, sequences > 1 without generation) and
+// whatever a Forward throws.
 BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, const BenchOptions& opt,
                       ThreadPool& pool);
 

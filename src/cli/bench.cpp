@@ -1,17 +1,33 @@
 // `braid bench -m MODEL -t THREADS -p 64 -n 64 [--json]`: prompt processing and
 // generation speed, peak memory and the machine's read bandwidth (include/braid/bench.h).
+//
+// With --workers (or --cluster) the same tests run over the ring: the layers run on the
+// workers, the head (this process) embeds and samples. The JSON then says "engine":
+// "cluster" and has a "cluster" object: the ring as run, the split rule, the workers
+// and the planner's predicted ms/token (null for a fixed split).
+//
+// --sequences N adds the pipelined test: N sequences generate at once, one thread each.
+// On a cluster they are N sequences of one ring (max_sequences N), so the workers overlap
+// their tokens. Locally they share the one thread pool, which runs one forward at a time:
+// the sequences take turns token by token, so the figure is one stream's speed minus the
+// cost of switching between KV caches; it is the baseline a cluster's pipelining is
+// measured against, not a batched decode.
 #include "braid/bench.h"
 
 #include <cstdio>
 #include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "braid/cluster.h"
 #include "braid/error.h"
 #include "braid/model.h"
 #include "braid/quantize.h"
 #include "cli/cli_util.h"
+#include "cli/cluster_flags.h"
 #include "cli/command.h"
 
 namespace {
@@ -27,6 +43,8 @@ struct Options {
   bool no_bandwidth = false;
   int bandwidth_mib = 0;
   uint64_t seed = 1;
+  int sequences = 1;                 // > 1: the pipelined generation test
+  braid::cli::ClusterFlags cluster;  // --workers ...: benchmark the ring
 };
 
 std::vector<int> parse_sizes(const std::string& text) {
@@ -64,6 +82,52 @@ std::string gib(double bytes) {
   return buf;
 }
 
+// A local sequence that takes its turn on the shared thread pool: ThreadPool calls are
+// not reentrant, so concurrent sequences (the pipelined test) must not overlap.
+class TurnForward : public braid::Forward {
+ public:
+  TurnForward(std::unique_ptr<braid::Forward> inner, std::shared_ptr<std::mutex> turn)
+      : inner_(std::move(inner)), turn_(std::move(turn)) {}
+  int n_vocab() const override { return inner_->n_vocab(); }
+  int n_ctx() const override { return inner_->n_ctx(); }
+  void forward(const int32_t* tokens, int n, int pos0, bool all_logits, float* logits) override {
+    std::lock_guard<std::mutex> lock(*turn_);
+    inner_->forward(tokens, n, pos0, all_logits, logits);
+  }
+
+ private:
+  std::unique_ptr<braid::Forward> inner_;
+  std::shared_ptr<std::mutex> turn_;
+};
+
+// The ring a cluster benchmark ran on, for the JSON and the table.
+struct RingInfo {
+  std::string ring;
+  std::string split;
+  double predicted_ms = 0;
+  std::vector<std::string> workers;
+};
+
+std::string split_rule(const braid::cli::ClusterFlags& f) {
+  if (f.split.empty()) return "planner";
+  return f.split == "even" || f.split == "memory" || f.split == "planner" ? f.split : "fixed " + f.split;
+}
+
+// The result's JSON with, for a cluster, its "cluster" object (key order kept).
+std::string result_json(const braid::BenchResult& r, const RingInfo* ring) {
+  std::string json = r.to_json();
+  if (!ring) return json;
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(json);
+  nlohmann::ordered_json c;
+  c["ring"] = ring->ring;
+  c["split"] = ring->split;
+  c["workers"] = ring->workers;
+  c["predicted_ms_per_token"] =
+      ring->predicted_ms > 0 ? nlohmann::ordered_json(ring->predicted_ms) : nlohmann::ordered_json(nullptr);
+  j["cluster"] = c;
+  return j.dump(2);
+}
+
 void print_table(const braid::BenchResult& r) {
   const braid::BenchModelInfo& m = r.model;
   std::printf("model: %s (%s %s, %.3f B params, %s)\n", m.path.c_str(), m.arch.c_str(), m.type.c_str(),
@@ -77,6 +141,11 @@ void print_table(const braid::BenchResult& r) {
   if (r.n_gen > 0)
     std::printf("| tg%-6d | %10.2f ± %-8.2f |\n", r.n_gen, r.gen_tokens_per_s.median(),
                 r.gen_tokens_per_s.stddev());
+  if (!r.pipelined_gen_tokens_per_s.samples.empty()) {
+    const std::string test = "tg" + std::to_string(r.n_gen) + " x" + std::to_string(r.sequences);
+    std::printf("| %-8s | %10.2f ± %-8.2f |  (%d sequences at once, all their tokens)\n", test.c_str(),
+                r.pipelined_gen_tokens_per_s.median(), r.pipelined_gen_tokens_per_s.stddev(), r.sequences);
+  }
   std::printf("\n");
   if (r.bandwidth.bytes_per_s > 0)
     std::printf("read bandwidth: %.2f GB/s (%d threads, %s buffer)\n", r.bandwidth.bytes_per_s / 1e9,
@@ -95,34 +164,76 @@ void print_table(const braid::BenchResult& r) {
               budget > 0 ? 100.0 * (static_cast<double>(r.peak_rss_bytes) / budget - 1) : 0);
 }
 
+// Cluster flags without workers are a mistake, not a local run.
+void check_local_flags(const braid::cli::ClusterFlags& f) {
+  if (f.active()) return;
+  braid::check(
+      f.split.empty() && f.secret_file.empty() && f.ca.empty() && f.head_layers == "0" && !f.output_at_head,
+      "cluster flags (--secret-file, --split, --head-layers, --output-at-head) need --workers, "
+      "--accept or --cluster");
+}
+
 void run(const Options& o) {
   braid::BenchOptions opt;
   opt.n_prompt = parse_sizes(o.prompt);
   opt.n_gen = o.n_gen;
   opt.reps = o.reps;
   opt.seed = o.seed;
+  opt.sequences = o.sequences;
   opt.measure_bandwidth = !o.no_bandwidth;
   opt.bandwidth_buffer_bytes = static_cast<size_t>(o.bandwidth_mib) << 20;
   braid::check(!opt.n_prompt.empty() || opt.n_gen > 0, "nothing to measure: -p 0 and -n 0");
+  braid::check(o.sequences == 1 || o.n_gen > 0, "--sequences ", o.sequences,
+               " times generation: it needs -n > 0");
   opt.log = [](const std::string& line) { std::fprintf(stderr, "braid: %s\n", line.c_str()); };
   if (!o.output.empty()) braid::cli::check_writable(o.output);
 
+  const bool cluster = o.cluster.active();
+  check_local_flags(o.cluster);
+  if (cluster) {
+    opt.engine = "cluster";
+    // Bad cluster flags fail before the (slow) model load.
+    braid::cli::head_options(o.cluster, 1, o.threads, o.sequences);
+    braid::cli::cluster_tls(o.cluster);
+  }
+
   std::shared_ptr<const braid::Model> model = braid::cli::load_model(o.model);
   braid::ThreadPool pool(o.threads);
-  // The Forward under test. A cluster's head would return its network Forward here:
-  // everything else (timing, memory, bandwidth, reports) stays the same.
+  // The Forward under test: local, or a sequence on the ring (started on the first call,
+  // with room for every sequence of the pipelined test). Everything else (timing, memory,
+  // bandwidth, reports) is the same.
+  std::shared_ptr<braid::dist::Ring> ring;
+  auto turn = std::make_shared<std::mutex>();
   braid::ForwardFactory factory = [&](int n_ctx) -> std::unique_ptr<braid::Forward> {
-    return std::make_unique<braid::LocalForward>(model, n_ctx, pool);
+    if (!cluster)
+      return std::make_unique<TurnForward>(std::make_unique<braid::LocalForward>(model, n_ctx, pool), turn);
+    if (!ring) ring = braid::cli::start_ring(o.cluster, model, o.model, n_ctx, o.threads, o.sequences);
+    return braid::cli::ring_forward(ring);
   };
   const braid::BenchModelInfo info = braid::bench_model_info(*model, o.model, mix_name(*model));
   const braid::BenchResult r = braid::run_bench(factory, info, opt, pool);
 
-  const std::string json = r.to_json();
+  RingInfo ring_info;
+  if (ring) {
+    ring_info.ring = ring->describe();
+    ring_info.split = split_rule(o.cluster);
+    ring_info.predicted_ms = ring->predicted_ms_per_token();
+    if (!o.cluster.workers.empty())
+      for (const auto& ep : braid::dist::parse_endpoints(o.cluster.workers))
+        ring_info.workers.push_back(ep.str());
+    ring.reset();  // ends the workers' sessions
+  }
+  const std::string json = result_json(r, cluster ? &ring_info : nullptr);
   if (!o.output.empty()) braid::cli::write_file(o.output, json.data(), json.size());
   if (o.json) {
     std::printf("%s\n", json.c_str());
   } else {
     print_table(r);
+    if (cluster) {
+      std::printf("cluster: %s (%s split", ring_info.ring.c_str(), ring_info.split.c_str());
+      if (ring_info.predicted_ms > 0) std::printf(", predicted %.3f ms/token", ring_info.predicted_ms);
+      std::printf(")\n");
+    }
   }
 }
 
@@ -149,5 +260,13 @@ static braid::cli::Command reg(
                      "Bandwidth probe buffer in MiB (default: 4 x the last-level cache, >= 256 MiB)")
           ->check(CLI::Range(1, 1 << 20));
       app.add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
-      app.callback([o] { run(*o); });
+      app.add_option("--sequences", o->sequences,
+                     "Also time N sequences generating at once (pipelined through a cluster's ring)")
+          ->check(CLI::Range(1, 64))
+          ->capture_default_str();
+      braid::cli::add_cluster_options(app, o->cluster, false);
+      app.callback([o, &app] {
+        braid::cli::apply_cluster_file(app, o->cluster);
+        run(*o);
+      });
     });

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "braid/error.h"
 #include "braid/model.h"
@@ -38,6 +40,37 @@ std::string fmt_rate(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f", v);
   return buf;
+}
+
+std::vector<int32_t> random_tokens(uint64_t seed, int n, int n_vocab) {
+  std::vector<int32_t> tokens(static_cast<size_t>(n));
+  uint64_t s = seed;
+  for (int32_t& t : tokens) t = static_cast<int32_t>(splitmix(s) % static_cast<uint64_t>(n_vocab));
+  return tokens;
+}
+
+// Runs fn(i) for every sequence i on its own thread, all at once, and returns the wall
+// time until the last one finished. A sequence's error is rethrown after all have ended
+// (a thread must not outlive the Forwards it uses).
+template <typename Fn>
+double run_concurrently(int n, const Fn& fn) {
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        fn(i);
+      } catch (...) {
+        errors[static_cast<size_t>(i)] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const double seconds = seconds_since(t0);
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+  return seconds;
 }
 
 }  // namespace
@@ -132,6 +165,10 @@ std::string BenchResult::to_json(int indent) const {
   j["gen_tokens_per_s"] = rate(gen_tokens_per_s);
   j["gen_stddev"] = gen_tokens_per_s.stddev();
   j["gen_samples"] = gen_tokens_per_s.samples;
+  j["sequences"] = sequences;
+  j["pipelined_gen_tokens_per_s"] = rate(pipelined_gen_tokens_per_s);
+  j["pipelined_gen_stddev"] = pipelined_gen_tokens_per_s.stddev();
+  j["pipelined_gen_samples"] = pipelined_gen_tokens_per_s.samples;
   j["peak_rss_bytes"] = peak_rss_bytes;
   j["kv_cache_bytes"] = kv_cache_bytes;
   j["read_bandwidth_bytes_per_s"] = bandwidth.bytes_per_s > 0 ? json(bandwidth.bytes_per_s) : json(nullptr);
@@ -151,6 +188,10 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
         "bench: nothing to measure (no prompt sizes and no generation)");
   check(opt.reps >= 1 && opt.reps <= 1000, "bench: repetitions must be in [1, 1000], got ", opt.reps);
   check(opt.n_gen >= 0, "bench: generation length must be >= 0, got ", opt.n_gen);
+  check(opt.sequences >= 1 && opt.sequences <= 1024, "bench: sequences must be in [1, 1024], got ",
+        opt.sequences);
+  check(opt.sequences == 1 || opt.n_gen > 0, "bench: the pipelined test of ", opt.sequences,
+        " sequences generates tokens: it needs a generation length > 0");
   int n_ctx = opt.n_gen;
   for (int p : opt.n_prompt) {
     check(p >= 1, "bench: prompt sizes must be >= 1, got ", p);
@@ -164,8 +205,10 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
   r.threads = pool.size();
   r.reps = opt.reps;
   r.n_gen = opt.n_gen;
+  r.sequences = opt.sequences;
   r.n_ctx = n_ctx;
-  r.kv_cache_bytes = model.kv_bytes_per_position * static_cast<uint64_t>(n_ctx);
+  r.kv_cache_bytes =
+      model.kv_bytes_per_position * static_cast<uint64_t>(n_ctx) * static_cast<uint64_t>(opt.sequences);
   auto log = [&](const std::string& s) {
     if (opt.log) opt.log(s);
   };
@@ -178,9 +221,7 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
     const int n_vocab = fwd->n_vocab();
     check(n_vocab >= 1, "bench: the model has no vocabulary");
     // Random ids: speed does not depend on which tokens are fed.
-    std::vector<int32_t> tokens(static_cast<size_t>(n_ctx));
-    uint64_t s = opt.seed;
-    for (int32_t& t : tokens) t = static_cast<int32_t>(splitmix(s) % static_cast<uint64_t>(n_vocab));
+    const std::vector<int32_t> tokens = random_tokens(opt.seed, n_ctx, n_vocab);
     std::vector<float> logits(static_cast<size_t>(n_vocab));
 
     for (int p : opt.n_prompt) {
@@ -206,6 +247,39 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
       }
       check_finite(logits, "generation");
       log("tg" + std::to_string(opt.n_gen) + ": " + fmt_rate(r.gen_tokens_per_s.median()) + " tok/s");
+    }
+    if (opt.sequences > 1) {
+      // The first sequence and sequences - 1 new ones, each with its own tokens, all
+      // generating at once from an empty context: every thread feeds its n_gen tokens one
+      // at a time, as the single-stream test does.
+      std::vector<std::unique_ptr<Forward>> seqs;
+      seqs.push_back(std::move(fwd));
+      for (int i = 1; i < opt.sequences; ++i) {
+        seqs.push_back(make(n_ctx));
+        check(seqs.back() != nullptr && seqs.back()->n_ctx() >= n_ctx && seqs.back()->n_vocab() == n_vocab,
+              "bench: sequence ", i + 1, " of the pipelined test does not match the first");
+      }
+      const int n = opt.sequences;
+      std::vector<std::vector<int32_t>> ids;
+      std::vector<std::vector<float>> out(static_cast<size_t>(n), std::vector<float>(logits.size()));
+      for (int i = 0; i < n; ++i)
+        ids.push_back(random_tokens(opt.seed + 1 + static_cast<uint64_t>(i), n_ctx, n_vocab));
+      auto generate = [&](int i, int count) {
+        Forward& f = *seqs[static_cast<size_t>(i)];
+        for (int k = 0; k < count; ++k)
+          f.forward(&ids[static_cast<size_t>(i)][static_cast<size_t>(k)], 1, k, false,
+                    out[static_cast<size_t>(i)].data());
+      };
+      // Untimed: the new sequences' first tokens set up their state (caches, links).
+      if (opt.warmup) run_concurrently(n, [&](int i) { generate(i, 1); });
+      for (int rep = 0; rep < opt.reps; ++rep) {
+        const double seconds = run_concurrently(n, [&](int i) { generate(i, opt.n_gen); });
+        r.pipelined_gen_tokens_per_s.samples.push_back(static_cast<double>(n) * opt.n_gen /
+                                                       std::max(seconds, 1e-9));
+      }
+      for (const std::vector<float>& o : out) check_finite(o, "pipelined generation");
+      log("tg" + std::to_string(opt.n_gen) + " x " + std::to_string(n) +
+          " sequences: " + fmt_rate(r.pipelined_gen_tokens_per_s.median()) + " tok/s");
     }
     // Before the probe below allocates its buffer, and while the model and its cache
     // are still alive.
