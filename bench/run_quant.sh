@@ -13,6 +13,11 @@
 #                            ~4.5 GB for the four types); FORCE_SYNTH=1 remakes them
 #   TYPES="F16 Q8_0 Q4_0 Q4_K_M"  THREADS="1 2"  REPS=3  PRESET=1b
 #   PROMPTS=64,512  NGEN=64  RESULTS=bench/results
+#   LLAMACPP=1               also run llama.cpp (bench/run_llamacpp.sh: its prebuilt CPU
+#                            binary) on the same file and threads right after each braid
+#                            run (pp = the first of PROMPTS, tg = NGEN), writing
+#                            llamacpp-PRESET-TYPE-tN.json, and print a second table with
+#                            both and their ratios: both see the same machine and load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +51,11 @@ for type in $TYPES; do
     out="$RESULTS/synth-$PRESET-$type-t$t.json"
     echo "== bench $type, $t threads (load $(load))" >&2
     "$BRAID" bench -m "$model" -t "$t" -p "$PROMPTS" -n "$NGEN" -r "$REPS" --json -o "$out" >/dev/null
+    if [ "${LLAMACPP:-0}" = 1 ]; then
+      echo "== llama.cpp $type, $t threads (load $(load))" >&2
+      bench/run_llamacpp.sh "$model" "$t" "${PROMPTS%%,*}" "$NGEN" "$REPS" \
+        >"$RESULTS/llamacpp-$PRESET-$type-t$t.json"
+    fi
   done
 done
 
@@ -62,7 +72,7 @@ cat >"$RESULTS/environment.json" <<EOF
   "load_after": "$(load)",
   "seconds": $(( $(date +%s) - start )),
   "commit": "$commit",
-  "command": "TYPES=\"$TYPES\" THREADS=\"$THREADS\" REPS=$REPS PROMPTS=$PROMPTS NGEN=$NGEN bench/run_quant.sh"
+  "command": "TYPES=\"$TYPES\" THREADS=\"$THREADS\" REPS=$REPS PROMPTS=$PROMPTS NGEN=$NGEN LLAMACPP=${LLAMACPP:-0} bench/run_quant.sh"
 }
 EOF
 
@@ -103,4 +113,23 @@ print()
 print("SIMD %s; %s, %d cores; load average %s before, %s after; %d s; commit %s" % (
     rows[0][0]["simd"], env["cpu"], env["cores"], env["load_before"], env["load_after"], env["seconds"],
     env["commit"]))
+PY
+
+[ "${LLAMACPP:-0}" = 1 ] || exit 0
+# braid against llama.cpp, run back to back on the same file and threads.
+python3 - "$PRESET" "${PROMPTS%%,*}" "$RESULTS" $TYPES -- $THREADS <<'PY'
+import json, sys
+preset, n_prompt, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rest = sys.argv[4:]
+types, threads = rest[:rest.index("--")], rest[rest.index("--") + 1:]
+print()
+print("| type | threads | llama.cpp pp%d | braid pp%d | ratio | llama.cpp tg | braid tg | ratio |" % (n_prompt, n_prompt))
+print("|---|---|---|---|---|---|---|---|")
+for ty in types:
+    for t in threads:
+        b = json.load(open("%s/synth-%s-%s-t%s.json" % (results, preset, ty, t)))
+        l = json.load(open("%s/llamacpp-%s-%s-t%s.json" % (results, preset, ty, t)))
+        bpp = {p["n_prompt"]: p["tokens_per_s"] for p in b["prompt"]}[n_prompt]
+        lpp, ltg, btg = l["prompt_tokens_per_s"], l["gen_tokens_per_s"], b["gen_tokens_per_s"]
+        print("| %s | %s | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f |" % (ty, t, lpp, bpp, bpp / lpp, ltg, btg, btg / ltg))
 PY
