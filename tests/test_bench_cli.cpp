@@ -35,6 +35,7 @@
 #include "braid/error.h"
 #include "braid/progress.h"
 #include "test_util.h"
+#include "worker_process.h"
 
 namespace braid {
 namespace {
@@ -464,70 +465,13 @@ TEST(BenchCli, SequencesLocally) {
   EXPECT_NE(t.out.find("| tg4 x2"), std::string::npos) << t.out;
 }
 
-// A `braid worker --listen 127.0.0.1:0 --threads 1` child; its port comes back on
-// --ready-fd. SIGTERM (then SIGKILL) when destroyed.
-class WorkerProcess {
- public:
-  explicit WorkerProcess(const std::string& secret) {
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<std::string> args = {
-        test::braid_binary(), "worker",        "--threads", "1",          "--listen",
-        "127.0.0.1:0",        "--secret-file", secret,      "--ready-fd", std::to_string(fds[1])};
-    pid_ = fork();
-    if (pid_ == 0) {
-      close(fds[0]);
-      const int null = open("/dev/null", O_WRONLY);
-      dup2(null, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    std::string got;
-    pollfd p{fds[0], POLLIN, 0};
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (got.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      if (poll(&p, 1, 100) <= 0) continue;
-      char buf[16];
-      const ssize_t k = read(fds[0], buf, sizeof buf);
-      if (k <= 0) break;
-      got.append(buf, static_cast<size_t>(k));
-    }
-    close(fds[0]);
-    if (got.find('\n') != std::string::npos) port_ = std::stoi(got);
-  }
-  ~WorkerProcess() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    int status;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  WorkerProcess(const WorkerProcess&) = delete;
-  bool ok() const { return port_ > 0; }
-  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
 
 TEST(BenchCli, SequencesOverTwoWorkers) {
   BRAID_REQUIRE_ASSET(model, "models/stories260K.gguf");
   if (run_braid({"worker", "--help"}, "", 30).exit_code != 0) GTEST_SKIP() << "braid has no dist module";
   const std::string secret = test::temp_dir() + "/secret";
   std::ofstream(secret) << "bench secret";
-  WorkerProcess a(secret), b(secret);
+  test::WorkerProcess a({"--secret-file", secret}), b({"--secret-file", secret});
   ASSERT_TRUE(a.ok() && b.ok());
   for (const char* sequences : {"2", "3"}) {
     SCOPED_TRACE(sequences);

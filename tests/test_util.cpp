@@ -67,6 +67,16 @@ std::vector<float> read_f32_file(const std::string& path) {
   return v;
 }
 
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void put(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary);
+  out << data;
+}
+
 std::string braid_binary() {
   const char* env = std::getenv("BRAID_BINARY");
   if (env && *env) return env;

@@ -24,6 +24,9 @@ std::string temp_dir();
 
 // Float32 little-endian file -> vector.
 std::vector<float> read_f32_file(const std::string& path);
+// A whole file's bytes ("" if it cannot be read), and writing them.
+std::string slurp(const std::string& path);
+void put(const std::string& path, const std::string& data);
 
 struct CommandResult {
   int exit_code = -1;  // -1 when killed by a signal

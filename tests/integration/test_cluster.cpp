@@ -29,119 +29,19 @@
 #include "braid/transport.h"
 #include "dist/transport_frames.h"
 #include "test_util.h"
+#include "worker_process.h"
 
 namespace braid {
 namespace {
 
 using namespace std::chrono_literals;
+using test::put;
 using test::run_braid;
+using test::slurp;
+using test::WorkerProcess;
 
 constexpr const char* kStories = "models/stories260K.gguf";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void put(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary);
-  out << data;
-}
-
-// A `braid worker` child process on a free loopback port; its stderr goes to log().
-class WorkerProcess {
- public:
-  // Listens on a free port, or with connect_to set dials out to a head there.
-  explicit WorkerProcess(std::vector<std::string> extra, const std::string& dir,
-                         const std::string& connect_to = "") {
-    static int counter = 0;
-    log_path_ = dir + "/worker" + std::to_string(counter++) + ".log";
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<std::string> args = {test::braid_binary(), "worker", "--threads", "1"};
-    if (connect_to.empty()) {
-      args.insert(args.end(), {"--listen", "127.0.0.1:0", "--ready-fd", std::to_string(fds[1])});
-    } else {
-      args.insert(args.end(), {"--connect", connect_to});
-    }
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      close(fds[0]);
-      const int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(log, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    if (!connect_to.empty()) {
-      close(fds[0]);
-      port_ = 1;  // nothing to wait for: it keeps dialing until the head is up
-      return;
-    }
-    std::string got;
-    pollfd p{fds[0], POLLIN, 0};
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (got.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      if (poll(&p, 1, 100) <= 0) continue;
-      char buf[16];
-      const ssize_t k = read(fds[0], buf, sizeof buf);
-      if (k <= 0) break;
-      got.append(buf, static_cast<size_t>(k));
-    }
-    close(fds[0]);
-    if (got.find('\n') != std::string::npos) port_ = std::stoi(got);
-  }
-  ~WorkerProcess() { stop(); }
-  WorkerProcess(const WorkerProcess&) = delete;
-
-  bool ok() const { return port_ > 0; }
-  int port() const { return port_; }
-  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
-  pid_t pid() const { return pid_; }
-  std::string log() const { return slurp(log_path_); }
-  // The log once it contains `text` (or after 5 s): a worker may answer before it logs.
-  std::string log_with(const std::string& text) const {
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    std::string l = log();
-    while (l.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(20ms);
-      l = log();
-    }
-    return l;
-  }
-  bool alive() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
-
-  // SIGTERM now; stop() waits for it (so many workers stop in parallel).
-  void terminate() {
-    if (pid_ > 0) kill(pid_, SIGTERM);
-  }
-  void stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    int status;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string log_path_;
-};
 
 class Cluster {
  public:

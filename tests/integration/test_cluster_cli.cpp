@@ -20,100 +20,20 @@
 #include <thread>
 
 #include "test_util.h"
+#include "worker_process.h"
 
 namespace braid {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
+using test::put;
 using test::run_braid;
+using test::slurp;
+using Worker = test::WorkerProcess;
 
 constexpr const char* kStories = "models/stories260K.gguf";  // 5 layers
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void put(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary);
-  out << data;
-}
-
-// A `braid worker --listen 127.0.0.1:0` child; its port comes back on --ready-fd, its
-// stderr goes to a log file. SIGTERM (then SIGKILL) when destroyed.
-class Worker {
- public:
-  Worker(const std::string& dir, std::vector<std::string> extra) {
-    static int counter = 0;
-    log_ = dir + "/worker" + std::to_string(counter++) + ".log";
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<std::string> args = {
-        test::braid_binary(), "worker",      "--threads",  "1",
-        "--listen",           "127.0.0.1:0", "--ready-fd", std::to_string(fds[1])};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      close(fds[0]);
-      const int log = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(log, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    std::string got;
-    pollfd p{fds[0], POLLIN, 0};
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (got.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      if (poll(&p, 1, 100) <= 0) continue;
-      char buf[16];
-      const ssize_t k = read(fds[0], buf, sizeof buf);
-      if (k <= 0) break;
-      got.append(buf, static_cast<size_t>(k));
-    }
-    close(fds[0]);
-    if (got.find('\n') != std::string::npos) port_ = std::stoi(got);
-  }
-  ~Worker() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    int status;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-  }
-  Worker(const Worker&) = delete;
-
-  bool ok() const { return port_ > 0; }
-  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
-  // The log once it contains `text` (or after 5 s): a worker may answer before it logs.
-  std::string log_with(const std::string& text) const {
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    std::string l = slurp(log_);
-    while (l.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(20ms);
-      l = slurp(log_);
-    }
-    return l;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string log_;
-};
 
 std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -142,7 +62,7 @@ class ClusterCliTest : public ::testing::Test {
   std::vector<std::unique_ptr<Worker>> workers(size_t n, const std::vector<std::string>& extra = {}) {
     std::vector<std::unique_ptr<Worker>> v;
     for (size_t i = 0; i < n; ++i) {
-      v.push_back(std::make_unique<Worker>(dir_, std::vector<std::string>{"--secret-file", secret_} + extra));
+      v.push_back(std::make_unique<Worker>(std::vector<std::string>{"--secret-file", secret_} + extra, dir_));
       EXPECT_TRUE(v.back()->ok());
     }
     return v;

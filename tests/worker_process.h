@@ -1,0 +1,56 @@
+// A `braid worker` child process for the cluster tests: started on a free loopback port
+// (its port comes back through --ready-fd) or dialing out to a head, its stderr in a log
+// file (or discarded), stopped when destroyed.
+//
+//   test::WorkerProcess w({"--secret-file", secret}, dir);
+//   ASSERT_TRUE(w.ok());
+//   run_braid({"run", ..., "--workers", w.addr(), ...});
+//   EXPECT_NE(w.log_with("session"), ...);
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace braid::test {
+
+class WorkerProcess {
+ public:
+  // `braid worker --threads 1` plus `extra`: listening on 127.0.0.1:0, or with
+  // `connect_to` set, dialing out to a head there (ok() at once: it keeps dialing until
+  // the head is up). stderr goes to a new file in `log_dir`, or nowhere if it is empty.
+  explicit WorkerProcess(std::vector<std::string> extra, const std::string& log_dir = "",
+                         const std::string& connect_to = "");
+  ~WorkerProcess();  // stop()
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  bool ok() const { return port_ > 0; }
+  int port() const { return port_; }
+  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
+  pid_t pid() const { return pid_; }
+
+  std::string log() const;
+  // The log once it contains `text` (or after `seconds`): a worker may answer before it
+  // logs.
+  std::string log_with(const std::string& text, double seconds = 5) const;
+
+  bool alive() const;
+  // True once the process is stopped (SIGSTOP) or gone.
+  bool stopped_or_gone() const;
+
+  // SIGTERM now; stop() then waits for it (so many workers stop in parallel).
+  void terminate();
+  // SIGCONT + SIGTERM, then SIGKILL if it has not exited within 5 s; waits for it.
+  void stop();
+  // SIGKILL (and SIGCONT, in case it is stopped); waits for it.
+  void kill_now();
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string log_path_;
+};
+
+}  // namespace braid::test
