@@ -87,6 +87,13 @@ std::vector<Frame> sample_frames() {
   f.push_back({0, 0, Heartbeat{123456789012ull, 3, 3000}});
   f.push_back({0, 0, Assign{3, 2, 7, true}});
   f.push_back({0, 0, Assign{1, 0, 4, false}});
+  f.push_back({0, 0, Assign{2, 1, 3, false, true}});
+  f.push_back({7, 0, KvRows{KvRowsKind::kFetch, 2, 4, 0, 19, 0, {}}});
+  KvRows rows{KvRowsKind::kRows, 2, 4, 16, 3, 8, random_floats(rng, 2 * 2 * 3 * 8, 1.0f)};
+  rows.data[5] = -0.0f;
+  rows.data[6] = std::numeric_limits<float>::quiet_NaN();
+  f.push_back({7, 0, rows});
+  f.push_back({7, 0, KvRows{KvRowsKind::kStored, 2, 4, 16, 3, 0, {}}});
   f.push_back({9, 2, ErrorMessage{static_cast<uint32_t>(ErrorCode::kOutOfMemory), "no room for layer 7"}});
   f.push_back({0, 0, ErrorMessage{999, ""}});  // unknown codes pass through
   f.push_back({0, 0, Shutdown{"bye"}});
@@ -100,7 +107,7 @@ TEST(Protocol, GoldenHeartbeatBytes) {
   // clang-format off
   const std::vector<uint8_t> want = bytes_of({
       'B', 'R', 'D', 'F',      // magic
-      2, 0,                    // version
+      3, 0,                    // version
       10, 0,                   // type HEARTBEAT
       0, 0, 0, 0,              // flags
       0, 0, 0, 0,              // step
@@ -122,7 +129,7 @@ TEST(Protocol, GoldenActivationsBytes) {
   a.timings = {{0, 4, 0.5f, 0.0f}};
   // clang-format off
   const std::vector<uint8_t> want = bytes_of({
-      'B', 'R', 'D', 'F', 2, 0, 6, 0, 0, 0, 0, 0,  // magic, version 2, ACTIVATIONS, flags
+      'B', 'R', 'D', 'F', 3, 0, 6, 0, 0, 0, 0, 0,  // magic, version 3, ACTIVATIONS, flags
       5, 0, 0, 0,                                  // step 5
       0x2a, 0, 0, 0, 0, 0, 0, 0,                   // sequence 42
       40, 0, 0, 0, 0, 0, 0, 0,                     // payload 40 bytes, reserved
@@ -198,11 +205,11 @@ TEST(Protocol, HeaderValidation) {
   std::vector<uint8_t> http(kHeaderBytes, 0);
   std::memcpy(http.data(), "GET / HTTP/1.1", 14);
   EXPECT_ERROR(decode(http), "not a braid frame: it starts with 47 45 54 20 (\"GET \"), not \"BRDF\"");
-  EXPECT_ERROR(decode(with(4, 1)), "frame has protocol version 1; this braid speaks version 2");
-  EXPECT_ERROR(decode(with(4, 3)), "frame has protocol version 3; this braid speaks version 2");
-  EXPECT_ERROR(decode(with(6, 99)), "unknown frame type 99 (protocol version 2 has types 1..14)");
+  EXPECT_ERROR(decode(with(4, 2)), "frame has protocol version 2; this braid speaks version 3");
+  EXPECT_ERROR(decode(with(4, 4)), "frame has protocol version 4; this braid speaks version 3");
+  EXPECT_ERROR(decode(with(6, 99)), "unknown frame type 99 (protocol version 3 has types 1..15)");
   EXPECT_ERROR(decode(with(6, 0)), "unknown frame type 0");
-  EXPECT_ERROR(decode(with(8, 4)), "HEARTBEAT frame: flags 0x4 are not defined in protocol version 2");
+  EXPECT_ERROR(decode(with(8, 4)), "HEARTBEAT frame: flags 0x4 are not defined in protocol version 3");
   EXPECT_ERROR(decode(with(30, 1)), "HEARTBEAT frame: reserved header field is not 0");
   EXPECT_ERROR(decode(with(16, 1)), "HEARTBEAT frame: sequence_id and step must be 0 (got 1, 0)");
   EXPECT_ERROR(decode(std::span(good.data(), 10)), "frame header needs 32 bytes, got 10");
@@ -308,6 +315,44 @@ TEST(Protocol, MessageFieldValidation) {
   refused({0, 0, Assign{1, 0, 70000, false}}, "layers [0, 70000) are not a range within 65536");
   refused({1, 0, Assign{1, 0, 1, false}}, "ASSIGN frame: sequence_id and step must be 0");
   refused({0, 0, Shutdown{"\xc0\x80"}}, "reason is not valid UTF-8");  // overlong NUL
+}
+
+TEST(Protocol, KvRowsValidation) {
+  auto refused = [](const Frame& f, const std::string& what) { EXPECT_ERROR(encode(f), what); };
+  const std::vector<float> two(2 * 1 * 2 * 4, 1.0f);  // 2 x 1 layer x 2 positions x kv_dim 4
+  refused({1, 0, KvRows{KvRowsKind::kRows, 3, 3, 0, 2, 4, two}}, "KV_ROWS frame: KV layers [3, 3) are not");
+  refused({1, 0, KvRows{KvRowsKind::kRows, 0, 1, 0, 0, 4, {}}}, "KV_ROWS frame: n_pos is 0");
+  refused({1, 0, KvRows{KvRowsKind::kRows, 0, 1, 0, 2, 0, {}}}, "KV_ROWS frame: kv_dim is 0");
+  refused({1, 0, KvRows{KvRowsKind::kRows, 0, 1, 0, 2, 4, {1, 2, 3}}},
+          "KV_ROWS frame: holds 3 values for 2 x 1 layers x 2 positions x 4");
+  refused({1, 0, KvRows{KvRowsKind::kRows, 0, 1, 0xfffffff0u, 2, 4, two}}, "positions [4294967280, ");
+  refused({1, 0, KvRows{KvRowsKind::kFetch, 0, 1, 0, 2, 4, {}}}, "KV_ROWS frame: a fetch carries rows");
+  refused({1, 0, KvRows{KvRowsKind::kStored, 0, 1, 0, 2, 0, two}}, "KV_ROWS frame: a stored carries rows");
+  refused({1, 0, KvRows{static_cast<KvRowsKind>(3), 0, 1, 0, 2, 0, {}}}, "KV_ROWS frame: unknown kind 3");
+
+  // Bytes that lie: the decoder refuses them before allocating.
+  const std::vector<uint8_t> good = encode({1, 0, KvRows{KvRowsKind::kRows, 0, 1, 0, 2, 4, two}});
+  EXPECT_EQ(decode(good).sequence_id, 1u);
+  auto set_u32 = [&](size_t payload_offset, uint32_t x) {
+    std::vector<uint8_t> b = good;
+    for (int i = 0; i < 4; ++i) b[kHeaderBytes + payload_offset + i] = static_cast<uint8_t>(x >> (8 * i));
+    return b;
+  };
+  std::vector<uint8_t> b = good;
+  b[kHeaderBytes] = 9;
+  EXPECT_ERROR(decode(b), "KV_ROWS frame: unknown kind 9");
+  EXPECT_ERROR(decode(set_u32(1, 2)), "KV_ROWS frame: KV layers [2, 1) are not a non-empty range");
+  EXPECT_ERROR(decode(set_u32(5, 2)), "payload ends inside KV rows (128 bytes needed at offset 21, 64 left)");
+  EXPECT_ERROR(decode(set_u32(5, 0xffffu)), "KV_ROWS frame: payload ends inside KV rows");  // 65536 layers
+  EXPECT_ERROR(decode(set_u32(13, 1u << 20)), "KV_ROWS frame: payload ends inside KV rows");
+  EXPECT_ERROR(decode(set_u32(13, 1)), "KV_ROWS frame: 32 bytes after the last field");
+  EXPECT_ERROR(decode(set_u32(17, 0xffffffffu)),
+               "KV_ROWS frame: n_pos 2 or kv_dim 4294967295 beyond the limits");
+  b = good;
+  b[kHeaderBytes] = static_cast<uint8_t>(KvRowsKind::kFetch);  // rows follow a fetch
+  EXPECT_ERROR(decode(b), "KV_ROWS frame: 64 bytes after the last field");
+  // KV_ROWS belongs to a sequence.
+  EXPECT_EQ(decode(encode({0, 0, KvRows{KvRowsKind::kFetch, 0, 1, 0, 1, 0, {}}})).sequence_id, 0u);
 }
 
 TEST(Protocol, DecoderChecksDecodedFields) {

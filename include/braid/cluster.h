@@ -147,9 +147,9 @@ struct HeadOptions {
   // baseline; when a worker then takes more than balance_margin times its baseline (it
   // throttles, or got busy), or less than 1 / balance_margin (it got faster), and by at
   // least balance_min_ms, for balance_window tokens in a row, the head re-plans with the
-  // measured speeds and, if the plan changes, moves layers between two decode steps:
-  // their KV caches are rebuilt by replaying the live sequences, so the output does not
-  // change. Every move is logged with why. balance_window 0: off.
+  // measured speeds and, if the plan changes, moves layers between two decode steps,
+  // with the KV caches of every live sequence (sent from the old owner to the new one),
+  // so the output does not change. Every move is logged with why. balance_window 0: off.
   int balance_window = 8;
   double balance_margin = 2.0;
   double balance_min_ms = 1.0;

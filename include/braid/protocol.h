@@ -35,8 +35,9 @@
 
 namespace braid::proto {
 
-// Version 2 added ASSIGN and HEARTBEAT's timeout (failure recovery).
-inline constexpr uint16_t kVersion = 2;
+// Version 2 added ASSIGN and HEARTBEAT's timeout (failure recovery); version 3 added
+// KV_ROWS and ASSIGN's keep_kv (runtime balancing moves KV caches instead of replaying).
+inline constexpr uint16_t kVersion = 3;
 inline constexpr size_t kHeaderBytes = 32;
 inline constexpr uint8_t kMagic[4] = {'B', 'R', 'D', 'F'};
 
@@ -55,6 +56,7 @@ enum class FrameType : uint16_t {
   kShutdown = 12,       // head -> worker: stop
   kProbe = 13,          // either way: link latency / bandwidth probe and its echo
   kAssign = 14,         // head -> worker: hold these layers from now on (after a re-plan)
+  kKvRows = 15,         // either way: a sequence's KV cache rows of some layers (a move)
 };
 // "ACTIVATIONS", "HELLO", ...; "type 99" for unknown values.
 std::string frame_type_name(uint16_t type);
@@ -253,21 +255,44 @@ struct Probe {
   bool operator==(const Probe&) const = default;
 };
 
-// The head re-planned (a worker was lost): a worker that holds layers in this session
-// drops its data links and every KV cache and holds [first_layer, last_layer) (and the
-// output when runs_output) from now on; links and caches are then rebuilt (ROUTE, the
-// head replays each live sequence). Answered with LOADED, or ERROR (model mismatch when
-// a streamed model lacks tensors of the new range).
+// The head re-planned (a worker was lost, or balancing moves layers): a worker that
+// holds layers in this session drops its data links and holds [first_layer, last_layer)
+// (and the output when runs_output) from now on. Without keep_kv every KV cache goes
+// (after a loss: the head replays each live sequence); with keep_kv the caches of the
+// layers in both the old and the new range stay, and the head moves the rest in with
+// KV_ROWS. Answered with LOADED, or ERROR (model mismatch when a streamed model lacks
+// tensors of the new range).
 struct Assign {
   uint32_t epoch = 1;  // the ring's generation, >= 1 (for logs)
   uint32_t first_layer = 0;
   uint32_t last_layer = 0;   // first <= last; empty only when runs_output
   bool runs_output = false;  // the last stage: output norm + head
+  bool keep_kv = false;      // keep the caches of the layers that stay
   bool operator==(const Assign&) const = default;
 };
 
+// A sequence's (the frame's sequence_id) KV cache rows of layers [first_layer,
+// last_layer), positions [pos0, pos0 + n_pos), on the control link:
+//   kFetch  head -> the layers' old owner: send these rows (no data); answered kRows.
+//   kRows   the rows: the old owner's answer, or head -> the new owner to store them
+//           (positions before pos0 must be there already); answered kStored.
+//   kStored the new owner holds them (no data).
+// data: per layer, the K rows then the V rows, n_pos x kv_dim f32 each: the cache's own
+// bits, so a moved cache computes exactly what a replayed one would.
+enum class KvRowsKind : uint8_t { kFetch = 0, kRows = 1, kStored = 2 };
+struct KvRows {
+  KvRowsKind kind = KvRowsKind::kFetch;
+  uint32_t first_layer = 0;  // first < last
+  uint32_t last_layer = 0;
+  uint32_t pos0 = 0;
+  uint32_t n_pos = 0;                      // >= 1
+  uint32_t kv_dim = 0;                     // floats per position per layer; kRows: >= 1, else 0
+  std::vector<float> data;                 // kRows: 2 x layers x n_pos x kv_dim values; else empty
+  bool operator==(const KvRows& o) const;  // bitwise on floats
+};
+
 using Message = std::variant<Hello, ProfileRequest, Profile, Load, Loaded, Activations, Logits, KvTruncate,
-                             SeqReset, Heartbeat, ErrorMessage, Shutdown, Probe, Assign>;
+                             SeqReset, Heartbeat, ErrorMessage, Shutdown, Probe, Assign, KvRows>;
 
 struct Frame {
   uint64_t sequence_id = 0;

@@ -87,8 +87,7 @@ void RingImpl::heartbeat_loop(int wi) {
       // The deadline counts from the last answer, so a worker that stops answering is
       // lost failure_timeout after its last sign of life, whatever the interval.
       const auto deadline = w.last_ok + opt.failure_timeout;
-      const net::Millis left =
-          std::max(net::Millis(50), std::chrono::duration_cast<net::Millis>(deadline - now));
+      const net::Millis left = std::max(net::Millis(50), std::chrono::ceil<net::Millis>(deadline - now));
       try {
         proto::Heartbeat hb;
         hb.time_us = static_cast<uint64_t>(
@@ -99,9 +98,11 @@ void RingImpl::heartbeat_loop(int wi) {
         w.last_ok = Clock::now();
         continue;
       } catch (const Error& e) {
-        why = Clock::now() >= deadline ? cat("no answer for ", net::format_duration(opt.failure_timeout),
-                                             " (it hangs, or its network is gone)")
-                                       : std::string(e.what());
+        // (A read that timed out may wake a few ms early, by the transport's clock.)
+        why = Clock::now() + 20ms >= deadline
+                  ? cat("no answer for ", net::format_duration(opt.failure_timeout),
+                        " (it hangs, or its network is gone)")
+                  : std::string(e.what());
       }
     }
     report_failure(wi, why, 0);
@@ -230,9 +231,11 @@ void RingImpl::replay_all() {
   if (first) std::rethrow_exception(first);
 }
 
-void RingImpl::apply_plan() {
-  stage =
+void RingImpl::apply_plan(const std::function<void()>& moved) {
+  auto next =
       std::make_unique<Stage>(model, plan.head_first, plan.head_last, opt.n_ctx, opt.max_sequences, *pool);
+  if (moved && stage) next->adopt_kv(*stage);
+  stage = std::move(next);
   uint64_t now;
   {
     std::lock_guard<std::mutex> lock(state_mu);
@@ -244,16 +247,18 @@ void RingImpl::apply_plan() {
     for (int wi : chain->workers) used.push_back(workers[static_cast<size_t>(wi)].get());
   std::vector<std::future<void>> fs;
   for (RemoteWorker* w : used) {
-    fs.push_back(std::async(std::launch::async, [this, w, now] {
+    fs.push_back(std::async(std::launch::async, [this, w, now, keep = moved != nullptr] {
       if (!w->loaded) return load(*w);
       proto::Assign a;
       a.epoch = static_cast<uint32_t>(now);
       a.first_layer = static_cast<uint32_t>(w->first);
       a.last_layer = static_cast<uint32_t>(w->last);
       a.runs_output = w->output;
-      expect<proto::Loaded>(request_with_model(*w, make_frame(a),
-                                               tensors_for_stage(model->gguf(), w->first, w->last, w->output)),
-                            w->label());
+      a.keep_kv = keep;
+      expect<proto::Loaded>(
+          request_with_model(*w, make_frame(a),
+                             tensors_for_stage(model->gguf(), w->first, w->last, w->output)),
+          w->label());
     }));
   }
   std::exception_ptr first;
@@ -268,9 +273,10 @@ void RingImpl::apply_plan() {
   bool dialed_in = false;
   for (RemoteWorker* w : used) dialed_in = dialed_in || w->dialed_in;
   if (dialed_in) start_accepting(opt.accept);  // their new data links come in there
+  if (moved) moved();                          // on the control links, before the data path runs again
   link_ring();
   stop_accepting();
-  replay_all();
+  if (!moved) replay_all();
   reset_clocks();
 }
 

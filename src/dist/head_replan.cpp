@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
+#include <future>
 
 #include "braid/error.h"
 #include "braid/planner.h"
@@ -66,7 +68,20 @@ PlanResult RingImpl::plan_survivors() {
   for (size_t i = 0; i < workers.size(); ++i)
     if (!workers[i]->lost.load() && workers[i]->control) alive.push_back(static_cast<int>(i));
   if (alive.empty() && !head_computes) throw NoPlacement("no worker is left to run the layers");
-  for (int i : alive) measure_worker(*this, *workers[static_cast<size_t>(i)]);
+  // All at once: after a fixed split none was measured, and each profile takes a while.
+  std::vector<std::future<void>> measuring;
+  for (int i : alive)
+    measuring.push_back(std::async(std::launch::async,
+                                   [this, i] { measure_worker(*this, *workers[static_cast<size_t>(i)]); }));
+  std::exception_ptr first;
+  for (auto& m : measuring) {
+    try {
+      m.get();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
 
   planner::ModelCost cost;
   const uint64_t kv_per_token = 2 * sizeof(float) * static_cast<uint64_t>(c.kv_dim());

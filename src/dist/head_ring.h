@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -190,8 +191,10 @@ class RingImpl : public Ring {
   // Every live sequence's tokens through the rebuilt ring (fills the KV caches).
   void replay_all();
   // Puts `plan` in place: the head's stage, ASSIGN (or LOAD), links, replay, a new epoch.
-  // Under topo_mu, with the old chains stopped.
-  void apply_plan();
+  // Under topo_mu, with the old chains stopped. With `moved` (balancing) the caches of
+  // layers that stay on a device are kept (ASSIGN keep_kv), moved() stores the rows of
+  // the layers that changed hands, and nothing is replayed.
+  void apply_plan(const std::function<void()>& moved = nullptr);
 
   // ---- Runtime balancing (head_balance.cpp) ----
   // One decode token's stage times (worker index, ms), from run_batch.
@@ -200,6 +203,10 @@ class RingImpl : public Ring {
   void reset_clocks();
   // The supervisor's move: re-plan with the measured speeds and apply it if it differs.
   void rebalance(const std::string& why);
+  // Moves to `next` carrying the KV caches of the layers that change hands from their old
+  // owner to the new one (KV_ROWS, through the head) instead of replaying. Returns what
+  // it moved for the log ("KV of 2 sequences, layers [2, 3): 81920 bytes in 1.2 ms").
+  std::string move_with_kv(const PlanResult& next);
 
   struct StageClock {
     std::vector<double> first;   // the first balance_window times after a (re)plan

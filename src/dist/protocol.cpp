@@ -19,15 +19,15 @@ using wire::Writer;
 
 std::string frame_type_name(uint16_t type) {
   static const char* const kNames[] = {
-      "HELLO",       "PROFILE_REQUEST", "PROFILE",   "LOAD",  "LOADED",   "ACTIVATIONS", "LOGITS",
-      "KV_TRUNCATE", "SEQ_RESET",       "HEARTBEAT", "ERROR", "SHUTDOWN", "PROBE",       "ASSIGN"};
+      "HELLO",     "PROFILE_REQUEST", "PROFILE", "LOAD",     "LOADED", "ACTIVATIONS", "LOGITS", "KV_TRUNCATE",
+      "SEQ_RESET", "HEARTBEAT",       "ERROR",   "SHUTDOWN", "PROBE",  "ASSIGN",      "KV_ROWS"};
   if (type >= 1 && type <= std::size(kNames)) return kNames[type - 1];
   return cat("type ", type);
 }
 
 namespace {
 
-constexpr uint16_t kLastType = static_cast<uint16_t>(FrameType::kAssign);
+constexpr uint16_t kLastType = static_cast<uint16_t>(FrameType::kKvRows);
 constexpr size_t kTimingBytes = 16;
 
 // ---- Validation: one function per message, used by encode and decode ------------------
@@ -165,6 +165,25 @@ void validate(const Assign& m, const Check& v) {
     m.last_layer, ") are not a range within ", v.limits().max_layers);
   v(m.first_layer < m.last_layer || m.runs_output, "assigns no layers and no output");
 }
+void validate(const KvRows& m, const Check& v) {
+  v.layers(m.first_layer, m.last_layer, "KV");
+  v(static_cast<uint8_t>(m.kind) <= static_cast<uint8_t>(KvRowsKind::kStored), "unknown kind ",
+    static_cast<int>(m.kind));
+  v(m.n_pos >= 1 && m.n_pos <= v.limits().max_tokens, "n_pos is ", m.n_pos, " (must be 1..",
+    v.limits().max_tokens, ")");
+  v(uint64_t{m.pos0} + m.n_pos <= v.limits().max_tokens, "positions [", m.pos0, ", ",
+    uint64_t{m.pos0} + m.n_pos, ") exceed ", v.limits().max_tokens);
+  if (m.kind != KvRowsKind::kRows) {
+    v(m.kv_dim == 0 && m.data.empty(), "a ", m.kind == KvRowsKind::kFetch ? "fetch" : "stored",
+      " carries rows");
+    return;
+  }
+  v(m.kv_dim >= 1 && m.kv_dim <= v.limits().max_dim, "kv_dim is ", m.kv_dim, " (must be 1..",
+    v.limits().max_dim, ")");
+  const uint64_t want = 2 * uint64_t{m.last_layer - m.first_layer} * m.n_pos * m.kv_dim;
+  v(m.data.size() == want, "holds ", m.data.size(), " values for 2 x ", m.last_layer - m.first_layer,
+    " layers x ", m.n_pos, " positions x ", m.kv_dim);
+}
 void validate(const ErrorMessage& m, const Check& v) { v.str(m.message, "message"); }
 void validate(const Shutdown& m, const Check& v) { v.str(m.reason, "reason"); }
 
@@ -178,7 +197,7 @@ void validate(const Probe& m, const Check& v) {
 // Frames outside any sequence carry sequence_id = step = 0.
 bool has_sequence(FrameType t) {
   return t == FrameType::kActivations || t == FrameType::kLogits || t == FrameType::kKvTruncate ||
-         t == FrameType::kSeqReset || t == FrameType::kError;
+         t == FrameType::kSeqReset || t == FrameType::kError || t == FrameType::kKvRows;
 }
 
 // ---- Writers ----------------------------------------------------------------------------
@@ -271,6 +290,20 @@ void write(Writer& w, const Assign& m) {
   w.u32(m.first_layer);
   w.u32(m.last_layer);
   w.u8(m.runs_output);
+  w.u8(m.keep_kv);
+}
+void write(Writer& w, const KvRows& m) {
+  w.u8(static_cast<uint8_t>(m.kind));
+  w.u32(m.first_layer);
+  w.u32(m.last_layer);
+  w.u32(m.pos0);
+  w.u32(m.n_pos);
+  w.u32(m.kv_dim);
+  if constexpr (std::endian::native == std::endian::little) {
+    w.bytes({reinterpret_cast<const uint8_t*>(m.data.data()), m.data.size() * sizeof(float)});
+  } else {
+    for (float x : m.data) w.f32(x);
+  }
 }
 void write(Writer& w, const ErrorMessage& m) {
   w.u32(m.code);
@@ -434,6 +467,36 @@ Assign read_assign(Reader& r, const Limits&) {
   m.first_layer = r.u32("first_layer");
   m.last_layer = r.u32("last_layer");
   m.runs_output = r.boolean("runs_output");
+  m.keep_kv = r.boolean("keep_kv");
+  return m;
+}
+KvRows read_kv_rows(Reader& r, const Limits& l, const Check& v) {
+  KvRows m;
+  const uint8_t kind = r.u8("kind");
+  v(kind <= static_cast<uint8_t>(KvRowsKind::kStored), "unknown kind ", static_cast<int>(kind));
+  m.kind = static_cast<KvRowsKind>(kind);
+  m.first_layer = r.u32("first_layer");
+  m.last_layer = r.u32("last_layer");
+  m.pos0 = r.u32("pos0");
+  m.n_pos = r.u32("n_pos");
+  m.kv_dim = r.u32("kv_dim");
+  v.layers(m.first_layer, m.last_layer, "KV");
+  v(m.kv_dim <= l.max_dim && m.n_pos <= l.max_tokens, "n_pos ", m.n_pos, " or kv_dim ", m.kv_dim,
+    " beyond the limits");
+  const uint64_t n =
+      m.kind == KvRowsKind::kRows ? 2 * uint64_t{m.last_layer - m.first_layer} * m.n_pos * m.kv_dim : 0;
+  // The size is checked against what is left before anything is allocated.
+  const auto b = r.bytes("KV rows", n * sizeof(float));
+  m.data.resize(n);
+  if constexpr (std::endian::native == std::endian::little) {
+    if (n) std::memcpy(m.data.data(), b.data(), b.size());
+  } else {
+    for (uint64_t i = 0; i < n; ++i) {
+      uint32_t u = 0;
+      for (int k = 0; k < 4; ++k) u |= static_cast<uint32_t>(b[4 * i + k]) << (8 * k);
+      m.data[i] = std::bit_cast<float>(u);
+    }
+  }
   return m;
 }
 ErrorMessage read_error(Reader& r, const Limits& l) {
@@ -473,6 +536,12 @@ std::string show_bytes(std::span<const uint8_t> b) {
 }
 
 }  // namespace
+
+bool KvRows::operator==(const KvRows& o) const {
+  return kind == o.kind && first_layer == o.first_layer && last_layer == o.last_layer && pos0 == o.pos0 &&
+         n_pos == o.n_pos && kv_dim == o.kv_dim && data.size() == o.data.size() &&
+         (data.empty() || std::memcmp(data.data(), o.data.data(), data.size() * sizeof(float)) == 0);
+}
 
 bool Logits::operator==(const Logits& o) const {
   auto same = [](float x, float y) { return std::bit_cast<uint32_t>(x) == std::bit_cast<uint32_t>(y); };
@@ -618,6 +687,9 @@ Frame decode_payload(const Header& header, std::span<const uint8_t> payload, con
       break;
     case FrameType::kAssign:
       f.message = read_assign(r, limits);
+      break;
+    case FrameType::kKvRows:
+      f.message = read_kv_rows(r, limits, v);
       break;
     default:
       v(false, "unknown frame type");

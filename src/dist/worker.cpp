@@ -339,6 +339,8 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
       send(conn, make_frame(hb), t);
     } else if (const auto* a = in.get<proto::Assign>()) {
       assign(s, *a, conn);
+    } else if (const auto* k = in.get<proto::KvRows>()) {
+      kv_rows(s, *k, in.frame.sequence_id, conn);
     } else {
       fail("unexpected ", in.name(), " frame on a control link");
     }

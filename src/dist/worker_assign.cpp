@@ -1,7 +1,9 @@
-// A session's layers change after the head re-planned (a worker of the ring was lost):
-// ASSIGN drops the data links and the KV caches and installs a stage for the new range;
-// the head then relinks the ring and replays its sequences. Also the memory check LOAD
-// and ASSIGN share, and the test hooks that make a worker die or hang at a given batch.
+// A session's layers change after the head re-planned (a worker of the ring was lost, or
+// balancing moves layers): ASSIGN drops the data links and installs a stage for the new
+// range. After a loss the KV caches go and the head replays its sequences; when
+// balancing (keep_kv) the caches of the layers that stay are kept and KV_ROWS moves the
+// others between the old and the new owner. Also the memory check LOAD and ASSIGN
+// share, and the test hooks that make a worker die or hang at a given batch.
 #include <signal.h>
 
 #include <chrono>
@@ -60,20 +62,49 @@ void Worker::Impl::assign(Session& s, const proto::Assign& a, net::Connection& c
   drop_data_links(s);
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    // The old stage (and every cache) goes: the head replays its sequences through the
-    // new ring, which recomputes the same values.
-    s.stage = std::make_unique<Stage>(s.model, first, last, s.n_ctx, s.max_seqs, *s.pool, slowdown.load());
+    // The old stage goes. Its caches either go too (the head replays its sequences
+    // through the new ring, which recomputes the same values) or, for the layers that
+    // stay here, move into the new stage (no data thread runs: the links are down).
+    auto next = std::make_unique<Stage>(s.model, first, last, s.n_ctx, s.max_seqs, *s.pool, slowdown.load());
+    if (a.keep_kv) next->adopt_kv(*s.stage);
+    s.stage = std::move(next);
     s.run_output = a.runs_output;
     s.label = cat("layers [", first, ", ", last, ")", s.run_output ? " + output" : "");
   }
   log(cat("session ", s.id, ": re-planned (epoch ", a.epoch, ", after batch ", batches.load(), "): now ",
-          s.label));
+          s.label, a.keep_kv ? ", caches of the layers that stay kept" : ""));
   proto::Loaded reply;
   reply.first_layer = a.first_layer;
   reply.last_layer = a.last_layer;
   reply.resident_bytes = weights;
   reply.load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   send(conn, make_frame(reply), opt.io_timeout);
+}
+
+void Worker::Impl::kv_rows(Session& s, const proto::KvRows& k, uint64_t seq, net::Connection& conn) {
+  // Control requests of a session run one at a time on this thread, and only ASSIGN
+  // (on this thread too) replaces the stage.
+  Stage* stage = s.data_path().stage;
+  check(stage != nullptr, "KV_ROWS before LOAD");
+  const int first = static_cast<int>(k.first_layer), last = static_cast<int>(k.last_layer);
+  const int pos0 = static_cast<int>(k.pos0), n = static_cast<int>(k.n_pos);
+  proto::KvRows reply;
+  reply.first_layer = k.first_layer;
+  reply.last_layer = k.last_layer;
+  reply.pos0 = k.pos0;
+  reply.n_pos = k.n_pos;
+  if (k.kind == proto::KvRowsKind::kFetch) {
+    reply.kind = proto::KvRowsKind::kRows;
+    reply.kv_dim = static_cast<uint32_t>(s.model->config().kv_dim());
+    reply.data = stage->export_kv(seq, first, last, pos0, n);
+  } else {
+    check(k.kind == proto::KvRowsKind::kRows, "a KV_ROWS reply (stored) is not a request");
+    check(k.kv_dim == static_cast<uint32_t>(s.model->config().kv_dim()), "KV rows of ", k.kv_dim,
+          " values per position, the model has ", s.model->config().kv_dim());
+    stage->import_kv(seq, first, last, pos0, n, k.data.data(), k.data.size());
+    reply.kind = proto::KvRowsKind::kStored;
+  }
+  send(conn, make_frame(std::move(reply), seq), opt.io_timeout);
 }
 
 void Worker::Impl::set_slowdown(double factor) {

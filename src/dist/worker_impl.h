@@ -95,6 +95,9 @@ struct Worker::Impl {
   uint64_t stage_bytes(const Session& s, int first, int last, bool output) const;
   // ASSIGN (worker_assign.cpp): a new layer range for a session after the head re-planned.
   void assign(Session& s, const proto::Assign& a, net::Connection& conn);
+  // KV_ROWS (worker_assign.cpp): a sequence's cache rows leave (kFetch) or arrive (kRows)
+  // when balancing moves layers.
+  void kv_rows(Session& s, const proto::KvRows& k, uint64_t seq, net::Connection& conn);
   // Interrupts and forgets the session's data links and waits until no input loop runs.
   void drop_data_links(Session& s);
   // The test hooks of WorkerOptions, for the batch that just arrived.

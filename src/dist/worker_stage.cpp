@@ -1,5 +1,6 @@
 #include "dist/worker_stage.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -77,6 +78,80 @@ void Stage::truncate(uint64_t seq, int keep) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = kv_.find(seq);
   if (it != kv_.end()) it->second->truncate(keep);
+}
+
+int Stage::positions(uint64_t seq, int layer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = kv_.find(seq);
+  if (it == kv_.end() || !it->second->covers(layer)) return -1;
+  return it->second->n_pos(layer);
+}
+
+std::vector<float> Stage::export_kv(uint64_t seq, int first, int last, int pos0, int n) const {
+  check(first >= first_ && first < last && last <= last_, "layers [", first, ", ", last,
+        ") are not within this stage's [", first_, ", ", last_, ")");
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = kv_.find(seq);
+  check(it != kv_.end(), "sequence ", seq, " has no KV cache here");
+  const KVCache& kv = *it->second;
+  const size_t d = static_cast<size_t>(kv.kv_dim()), rows = static_cast<size_t>(n) * d;
+  std::vector<float> out;
+  out.reserve(2 * static_cast<size_t>(last - first) * rows);
+  for (int l = first; l < last; ++l) {
+    check(pos0 >= 0 && n >= 1 && static_cast<int64_t>(pos0) + n <= kv.n_pos(l), "layer ", l, " of sequence ",
+          seq, " holds ", kv.n_pos(l), " positions, not [", pos0, ", ", static_cast<int64_t>(pos0) + n, ")");
+    const size_t at = static_cast<size_t>(pos0) * d;
+    out.insert(out.end(), kv.k(l) + at, kv.k(l) + at + rows);
+    out.insert(out.end(), kv.v(l) + at, kv.v(l) + at + rows);
+  }
+  return out;
+}
+
+void Stage::import_kv(uint64_t seq, int first, int last, int pos0, int n, const float* data, size_t size) {
+  check(first >= first_ && first < last && last <= last_, "layers [", first, ", ", last,
+        ") are not within this stage's [", first_, ", ", last_, ")");
+  check(pos0 >= 0 && n >= 1 && static_cast<int64_t>(pos0) + n <= n_ctx_, "positions [", pos0, ", ",
+        static_cast<int64_t>(pos0) + n, ") exceed the context of ", n_ctx_);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = kv_.find(seq);
+  if (it == kv_.end()) {
+    check(static_cast<int>(kv_.size()) < max_seqs_, "too many sequences at once (", max_seqs_, ")");
+    it = kv_.emplace(seq, std::make_unique<KVCache>(model_->config(), first_, last_, n_ctx_)).first;
+  }
+  KVCache& kv = *it->second;
+  const size_t d = static_cast<size_t>(kv.kv_dim()), rows = static_cast<size_t>(n) * d;
+  check(size == 2 * static_cast<size_t>(last - first) * rows, size, " KV values for 2 x ", last - first,
+        " layers x ", n, " positions x ", d);
+  for (int l = first; l < last; ++l) {
+    check(pos0 <= kv.n_pos(l), "layer ", l, " of sequence ", seq, " holds ", kv.n_pos(l),
+          " positions, rows from ", pos0, " would leave a gap");
+  }
+  const size_t at = static_cast<size_t>(pos0) * d;
+  for (int l = first; l < last; ++l) {
+    std::copy(data, data + rows, kv.k(l) + at);
+    std::copy(data + rows, data + 2 * rows, kv.v(l) + at);
+    data += 2 * rows;
+    kv.set_n_pos(l, pos0 + n);
+  }
+}
+
+void Stage::adopt_kv(const Stage& old) {
+  const int first = std::max(first_, old.first_), last = std::min(last_, old.last_);
+  if (first >= last) return;
+  std::vector<std::pair<uint64_t, int>> seqs;  // with the positions every shared layer holds
+  {
+    std::lock_guard<std::mutex> lock(old.mu_);
+    for (const auto& [seq, kv] : old.kv_) {
+      int n = kv->n_pos(first);
+      for (int l = first; l < last; ++l) n = std::min(n, kv->n_pos(l));
+      seqs.emplace_back(seq, n);
+    }
+  }
+  for (const auto& [seq, n] : seqs) {
+    if (n == 0) continue;
+    const std::vector<float> rows = old.export_kv(seq, first, last, 0, n);
+    import_kv(seq, first, last, 0, n, rows.data(), rows.size());
+  }
 }
 
 int Stage::open_sequences() const {

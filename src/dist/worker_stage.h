@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "braid/kv_cache.h"
 #include "braid/model.h"
@@ -40,6 +41,21 @@ class Stage {
   // Keeps the first `keep` positions of a sequence (no-op when unknown).
   void truncate(uint64_t seq, int keep);
   int open_sequences() const;
+
+  // ---- Moving KV caches between stages (runtime balancing) ----
+  // Positions of `seq` its layer `layer` holds; -1 when the sequence is unknown.
+  int positions(uint64_t seq, int layer) const;
+  // Rows of layers [first, last) (within this stage) of `seq`, positions [pos0, pos0 + n):
+  // per layer K rows then V rows, n x kv_dim each (the proto::KvRows layout). Throws
+  // braid::Error for an unknown sequence or positions a layer does not hold.
+  std::vector<float> export_kv(uint64_t seq, int first, int last, int pos0, int n) const;
+  // Stores such rows (data holds 2 x (last - first) x n x kv_dim values): the layers then
+  // hold pos0 + n positions. A new sequence gets a cache (within max_seqs); positions
+  // before pos0 must be there already. Throws braid::Error otherwise.
+  void import_kv(uint64_t seq, int first, int last, int pos0, int n, const float* data, size_t size);
+  // Copies every sequence's rows of the layers this stage and `old` both cover (ASSIGN
+  // with keep_kv: the layers that stay keep their caches).
+  void adopt_kv(const Stage& old);
 
   // A device that got slower or faster while it runs (thermal throttling, in tests and
   // benchmarks): applies from the next batch on. Thread-safe.

@@ -26,6 +26,7 @@
 #include "braid/generate.h"
 #include "braid/model.h"
 #include "braid/transport.h"
+#include "dist/worker_stage.h"
 #include "test_util.h"
 
 namespace braid {
@@ -367,6 +368,83 @@ TEST_F(RecoveryTest, SlowedWorkerLosesItsLayers) {
   }
   const size_t first = r.r.err.find("moved layers");
   EXPECT_EQ(r.r.err.find("moved layers", first + 1), std::string::npos) << r.r.err;
+  // The KV caches of the layers that changed hands moved with them (KV_ROWS), not by
+  // replaying: "KV of 1 sequence, layers [3, 4) transferred: 53248 bytes in 0.41 ms".
+  std::printf("%s\n", line.c_str());
+  const size_t kv = line.find("; KV of 1 sequence, layers [");
+  ASSERT_NE(kv, std::string::npos) << line;
+  const size_t moved = line.find(" transferred: ", kv);
+  ASSERT_NE(moved, std::string::npos) << line;
+  long bytes = 0;
+  double took = -1;
+  ASSERT_EQ(std::sscanf(line.c_str() + moved, " transferred: %ld bytes in %lf ms (no replay)", &bytes, &took),
+            2)
+      << line;
+  // Every moved layer carries K and V of every position the sequence holds: 2 x 4 bytes
+  // x kv_dim per position and layer, at least the prompt's 5 positions.
+  EXPECT_GE(bytes, 5 * 2 * 4 * 16) << line;
+  EXPECT_GE(took, 0) << line;
+  for (const auto& w : workers_)
+    if (w->log().find("caches of the layers that stay kept") != std::string::npos) return;
+  ADD_FAILURE() << "no worker kept its caches on ASSIGN";
+}
+
+// What balancing does to KV caches, on stages in this process: layers [2, 4) move from
+// one stage to its neighbour (export_kv -> import_kv, the KV_ROWS payload) while the
+// layers that stay are adopted, and decoding goes on bit for bit as on one stage. Bad
+// requests are refused with an error, not a read out of bounds.
+TEST(StageKv, MovedCachesDecodeExactly) {
+  BRAID_REQUIRE_ASSET(path, kStories);
+  auto model = Model::load(path);
+  const int dim = model->config().dim, n_vocab = model->config().n_vocab;
+  ThreadPool pool(1);
+  dist::Stage whole(model, 0, 5, 64, 2, pool);
+  auto a = std::make_unique<dist::Stage>(model, 0, 2, 64, 2, pool);
+  auto b = std::make_unique<dist::Stage>(model, 2, 5, 64, 2, pool);
+  std::vector<int32_t> toks = {1, 403, 40, 13, 72};
+  auto step = [&](int pos0, int n, bool moved_yet) {
+    std::vector<float> h1(static_cast<size_t>(n) * dim), h2;
+    model->embed(toks.data() + pos0, n, pos0, h1.data());
+    h2 = h1;
+    whole.run(7, pos0, n, h1.data());
+    a->run(7, pos0, n, h2.data());
+    b->run(7, pos0, n, h2.data());
+    EXPECT_EQ(std::memcmp(h1.data(), h2.data(), h1.size() * sizeof(float)), 0) << "moved " << moved_yet;
+    std::vector<float> logits(static_cast<size_t>(n_vocab));
+    whole.output(h1.data() + static_cast<size_t>(n - 1) * dim, 1, logits.data());
+    toks.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+  };
+  step(0, 5, false);
+  for (int i = 0; i < 6; ++i) step(static_cast<int>(toks.size()) - 1, 1, false);
+  const int held = static_cast<int>(toks.size()) - 1;
+  ASSERT_EQ(b->positions(7, 2), held);
+
+  // Layers [2, 4) go from b to a: a becomes [0, 4), b [4, 5). Two pieces, in order.
+  auto a2 = std::make_unique<dist::Stage>(model, 0, 4, 64, 2, pool);
+  auto b2 = std::make_unique<dist::Stage>(model, 4, 5, 64, 2, pool);
+  a2->adopt_kv(*a);
+  b2->adopt_kv(*b);
+  const std::vector<float> first = b->export_kv(7, 2, 4, 0, 4);
+  const std::vector<float> rest = b->export_kv(7, 2, 4, 4, held - 4);
+  EXPECT_EQ(first.size(), 2u * 2 * 4 * static_cast<size_t>(model->config().kv_dim()));
+  EXPECT_THROW(a2->import_kv(7, 2, 4, 4, held - 4, rest.data(), rest.size()), Error);  // a gap
+  a2->import_kv(7, 2, 4, 0, 4, first.data(), first.size());
+  a2->import_kv(7, 2, 4, 4, held - 4, rest.data(), rest.size());
+  EXPECT_EQ(a2->positions(7, 3), held);
+  EXPECT_EQ(b2->positions(7, 4), held);
+  a = std::move(a2);
+  b = std::move(b2);
+  for (int i = 0; i < 6; ++i) step(static_cast<int>(toks.size()) - 1, 1, true);
+
+  // Refused: an unknown sequence, layers outside the stage, positions it does not hold,
+  // rows of the wrong size.
+  EXPECT_THROW(a->export_kv(8, 0, 1, 0, 1), Error);
+  EXPECT_THROW(a->export_kv(7, 3, 5, 0, 1), Error);
+  EXPECT_THROW(a->export_kv(7, 0, 1, 0, 100), Error);
+  EXPECT_THROW(a->export_kv(7, 0, 1, -1, 1), Error);
+  EXPECT_THROW(a->import_kv(7, 0, 1, 0, 1, first.data(), 3), Error);
+  EXPECT_THROW(a->import_kv(7, 0, 1, 60, 10, first.data(), first.size()), Error);
+  EXPECT_EQ(a->positions(9, 0), -1);
 }
 
 // SIGUSR1 doubles a worker's slowdown while it runs (emulated throttling).
