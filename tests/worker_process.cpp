@@ -19,33 +19,57 @@ namespace braid::test {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-WorkerProcess::WorkerProcess(std::vector<std::string> extra, const std::string& log_dir,
-                             const std::string& connect_to) {
+namespace {
+
+// A new log file name per worker, whichever constructor made it.
+std::string next_log_path(const std::string& log_dir) {
   static std::atomic<int> counter{0};
-  if (!log_dir.empty()) log_path_ = log_dir + "/worker" + std::to_string(counter++) + ".log";
+  return log_dir + "/worker" + std::to_string(counter++) + ".log";
+}
+
+}  // namespace
+
+WorkerProcess::WorkerProcess(std::vector<std::string> extra, const std::string& log_dir,
+                             const std::string& connect_to, int port)
+    : extra_(std::move(extra)), connect_to_(connect_to), port_wanted_(port) {
+  if (!log_dir.empty()) log_path_ = next_log_path(log_dir);
+  start(false);
+}
+
+WorkerProcess::WorkerProcess(std::vector<std::string> extra, const std::string& log_dir, Options options)
+    : extra_(std::move(extra)), prefix_(std::move(options.prefix)), host_(std::move(options.host)) {
+  if (!log_dir.empty()) log_path_ = next_log_path(log_dir);
+  start(false);
+}
+
+void WorkerProcess::start(bool append_log) {
+  port_ = 0;
   int fds[2];
   if (pipe(fds) != 0) return;
-  std::vector<std::string> args = {braid_binary(), "worker", "--threads", "1"};
-  if (connect_to.empty()) {
-    args.insert(args.end(), {"--listen", "127.0.0.1:0", "--ready-fd", std::to_string(fds[1])});
+  std::vector<std::string> args = prefix_;
+  args.insert(args.end(), {braid_binary(), "worker", "--threads", "1"});
+  if (connect_to_.empty()) {
+    args.insert(args.end(), {"--listen", host_ + ":" + std::to_string(port_wanted_), "--ready-fd",
+                             std::to_string(fds[1])});
   } else {
-    args.insert(args.end(), {"--connect", connect_to});
+    args.insert(args.end(), {"--connect", connect_to_});
   }
-  args.insert(args.end(), extra.begin(), extra.end());
+  args.insert(args.end(), extra_.begin(), extra_.end());
+  ++starts_;
   pid_ = fork();
   if (pid_ == 0) {
     close(fds[0]);
-    const int log = log_path_.empty() ? open("/dev/null", O_WRONLY)
-                                      : open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int flags = O_WRONLY | O_CREAT | (append_log ? O_APPEND : O_TRUNC);
+    const int log = log_path_.empty() ? open("/dev/null", O_WRONLY) : open(log_path_.c_str(), flags, 0644);
     dup2(log, 2);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    execv(argv[0], argv.data());
+    execvp(argv[0], argv.data());  // a prefix such as "ip" is found on PATH
     _exit(127);
   }
   close(fds[1]);
-  if (!connect_to.empty()) {
+  if (!connect_to_.empty()) {
     close(fds[0]);
     port_ = 1;  // nothing to wait for
     return;
@@ -61,7 +85,19 @@ WorkerProcess::WorkerProcess(std::vector<std::string> extra, const std::string& 
     got.append(buf, static_cast<size_t>(k));
   }
   close(fds[0]);
-  if (got.find('\n') != std::string::npos) port_ = std::stoi(got);
+  if (got.find('\n') == std::string::npos) return;
+  const int port = std::stoi(got);
+  if (port_wanted_ == 0 || port == port_wanted_) port_ = port;
+}
+
+bool WorkerProcess::restart() {
+  kill_now();
+  start(true);
+  return ok();
+}
+
+void WorkerProcess::signal(int sig) {
+  if (pid_ > 0) kill(pid_, sig);
 }
 
 WorkerProcess::~WorkerProcess() { stop(); }

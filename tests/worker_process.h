@@ -17,18 +17,30 @@ namespace braid::test {
 
 class WorkerProcess {
  public:
-  // `braid worker --threads 1` plus `extra`: listening on 127.0.0.1:0, or with
-  // `connect_to` set, dialing out to a head there (ok() at once: it keeps dialing until
-  // the head is up). stderr goes to a new file in `log_dir`, or nowhere if it is empty.
+  // `braid worker --threads 1` plus `extra`: listening on 127.0.0.1:`port` (0: a free
+  // port), or with `connect_to` set, dialing out to a head there (ok() at once: it keeps
+  // dialing until the head is up). stderr goes to a new file in `log_dir`, or nowhere if
+  // it is empty.
   explicit WorkerProcess(std::vector<std::string> extra, const std::string& log_dir = "",
-                         const std::string& connect_to = "");
+                         const std::string& connect_to = "", int port = 0);
+
+  // How to launch a listening worker somewhere other than plain 127.0.0.1.
+  struct Options {
+    // Run before the braid binary, e.g. {"ip", "netns", "exec", "ns1"}: a worker in a
+    // network namespace. The prefix must exec the command in place (ip netns exec,
+    // taskset, nice do), so that pid() and the signals reach the worker itself.
+    std::vector<std::string> prefix;
+    // The address it listens on (and addr() reports).
+    std::string host = "127.0.0.1";
+  };
+  WorkerProcess(std::vector<std::string> extra, const std::string& log_dir, Options options);
   ~WorkerProcess();  // stop()
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
   bool ok() const { return port_ > 0; }
   int port() const { return port_; }
-  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string addr() const { return host_ + ":" + std::to_string(port_); }
   pid_t pid() const { return pid_; }
 
   std::string log() const;
@@ -46,10 +58,23 @@ class WorkerProcess {
   void stop();
   // SIGKILL (and SIGCONT, in case it is stopped); waits for it.
   void kill_now();
+  // kill_now(), then the same command again on the same port (a device that comes
+  // back), its stderr appended to the same log; ok() says whether it listens again.
+  bool restart();
+  void signal(int sig);
+  int starts() const { return starts_; }
 
  private:
+  void start(bool append_log);
+
+  std::vector<std::string> extra_;
+  std::string connect_to_;
+  std::vector<std::string> prefix_;
+  std::string host_ = "127.0.0.1";
+  int port_wanted_ = 0;
   pid_t pid_ = -1;
   int port_ = 0;
+  int starts_ = 0;
   std::string log_path_;
 };
 

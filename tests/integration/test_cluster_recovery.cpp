@@ -28,6 +28,7 @@
 #include "braid/transport.h"
 #include "dist/worker_stage.h"
 #include "test_util.h"
+#include "worker_process.h"
 
 namespace braid {
 namespace {
@@ -35,87 +36,20 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using test::run_braid;
+using test::slurp;
 
 constexpr const char* kStories = "models/stories260K.gguf";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
 }
 
-// A `braid worker --listen 127.0.0.1:0` child; its stderr goes to a log file. The
-// destructor continues it (if stopped) and kills it.
-class Worker {
- public:
-  Worker(const std::vector<std::string>& extra, const std::string& dir) {
-    static int counter = 0;
-    log_path_ = dir + "/worker" + std::to_string(counter++) + ".log";
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<std::string> args = {
-        test::braid_binary(), "worker",      "--threads",  "1",
-        "--listen",           "127.0.0.1:0", "--ready-fd", std::to_string(fds[1])};
-    args = args + extra;
-    pid_ = fork();
-    if (pid_ == 0) {
-      close(fds[0]);
-      const int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(log, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    std::string got;
-    pollfd p{fds[0], POLLIN, 0};
-    const auto deadline = Clock::now() + 20s;
-    while (got.find('\n') == std::string::npos && Clock::now() < deadline) {
-      if (poll(&p, 1, 100) <= 0) continue;
-      char buf[16];
-      const ssize_t k = read(fds[0], buf, sizeof buf);
-      if (k <= 0) break;
-      got.append(buf, static_cast<size_t>(k));
-    }
-    close(fds[0]);
-    if (got.find('\n') != std::string::npos) port_ = std::stoi(got);
-  }
+// A `braid worker --listen 127.0.0.1:0` child (tests/worker_process.h), killed outright
+// when destroyed: some of these workers hang on purpose.
+struct Worker : test::WorkerProcess {
+  using WorkerProcess::WorkerProcess;
   ~Worker() { kill_now(); }
-  Worker(const Worker&) = delete;
-
-  bool ok() const { return port_ > 0; }
-  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
-  pid_t pid() const { return pid_; }
-  std::string log() const { return slurp(log_path_); }
-  // True once the process is stopped (SIGSTOP) or gone.
-  bool stopped_or_gone() const {
-    if (pid_ <= 0) return true;
-    std::ifstream st("/proc/" + std::to_string(pid_) + "/stat");
-    std::string s;
-    std::getline(st, s);
-    const size_t p = s.rfind(')');
-    return p == std::string::npos || p + 2 >= s.size() || s[p + 2] == 'T' || s[p + 2] == 'Z';
-  }
-  void kill_now() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    kill(pid_, SIGCONT);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string log_path_;
 };
 
 class RecoveryTest : public ::testing::Test {

@@ -35,6 +35,7 @@
 #include "braid/model.h"
 #include "braid/transport.h"
 #include "test_util.h"
+#include "worker_process.h"
 
 namespace braid {
 namespace {
@@ -69,94 +70,32 @@ long status_field(pid_t pid, const std::string& name) {
   return -1;
 }
 
-// A `braid worker` child listening on 127.0.0.1: on a port of its choosing the first
-// time, on the same port after a restart. Its stderr is appended to a log file.
-class WorkerProcess {
- public:
-  WorkerProcess(std::string secret, std::string log) : secret_(std::move(secret)), log_(std::move(log)) {}
-  ~WorkerProcess() { kill_now(); }
-
-  // Starts the process on a free port below the kernel's ephemeral range (a port in
-  // it could be taken by an outgoing connection while the worker is down, and the
-  // restart on the same port would then fail); true once it listens.
-  bool start_anywhere(std::mt19937& rng) {
-    for (int attempt = 0; attempt < 20; ++attempt) {
-      port_ = 20000 + static_cast<int>(rng() % 10000);
-      if (start()) return true;
-    }
-    return false;
+// A `braid worker` child on 127.0.0.1 (restarted on the same port after a kill), and
+// the slowdown the test asked of it (SIGUSR1 doubles it).
+struct SoakWorker : test::WorkerProcess {
+  using WorkerProcess::WorkerProcess;
+  // Back on its port at its first slowdown (a restarted device).
+  bool restart_fresh() {
+    slowdown = kSlowdown;
+    return restart();
   }
-  // Restarts the process on its port; true once it listens.
-  bool start() {
-    kill_now();
-    int fds[2];
-    if (pipe(fds) != 0) return false;
-    char slowdown[32];
-    std::snprintf(slowdown, sizeof slowdown, "%g", kSlowdown);
-    std::vector<std::string> args = {test::braid_binary(), "worker",
-                                     "--threads",          "1",
-                                     "--listen",           "127.0.0.1:" + std::to_string(port_),
-                                     "--ready-fd",         std::to_string(fds[1]),
-                                     "--secret-file",      secret_,
-                                     "--slowdown",         slowdown};
-    pid_ = fork();
-    if (pid_ == 0) {
-      close(fds[0]);
-      const int log = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(log, 2);
-      close(log);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    std::string got;
-    pollfd p{fds[0], POLLIN, 0};
-    const auto deadline = Clock::now() + 20s;
-    while (got.find('\n') == std::string::npos && Clock::now() < deadline) {
-      if (poll(&p, 1, 100) <= 0) continue;
-      char buf[16];
-      const ssize_t k = read(fds[0], buf, sizeof buf);
-      if (k <= 0) break;
-      got.append(buf, static_cast<size_t>(k));
-    }
-    close(fds[0]);
-    if (got.find('\n') == std::string::npos) return false;
-    if (std::stoi(got) != port_) return false;
-    slowdown_ = kSlowdown;
-    ++starts_;
-    return true;
-  }
-  void kill_now() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    kill(pid_, SIGCONT);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  void signal(int sig) {
-    if (pid_ > 0) kill(pid_, sig);
-  }
-
-  std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string log() const {
-    std::ifstream in(log_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  pid_t pid() const { return pid_; }
-  int starts() const { return starts_; }
-  double slowdown_ = kSlowdown;  // as the test asked for it (SIGUSR1 doubles)
-
- private:
-  std::string secret_, log_;
-  pid_t pid_ = -1;
-  int port_ = 0;
-  int starts_ = 0;
+  double slowdown = kSlowdown;
 };
+
+// Starts a worker on a free port below the kernel's ephemeral range: a port in it could
+// be taken by an outgoing connection while the worker is down, and the restart on the
+// same port would then fail. Null if 20 ports were refused.
+std::unique_ptr<SoakWorker> start_anywhere(const std::string& secret, const std::string& dir, std::mt19937& rng) {
+  char slowdown[32];
+  std::snprintf(slowdown, sizeof slowdown, "%g", kSlowdown);
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    const int port = 20000 + static_cast<int>(rng() % 10000);
+    auto w = std::make_unique<SoakWorker>(
+        std::vector<std::string>{"--secret-file", secret, "--slowdown", slowdown}, dir, "", port);
+    if (w->ok()) return w;
+  }
+  return nullptr;
+}
 
 // What the schedule does to a request.
 // kLoseAll: workers 1 and 2 are killed and worker 0 hangs (then continues).
@@ -222,11 +161,11 @@ TEST(ClusterSoak, HundredRequestsWithKillsHangsAndSlowdowns) {
     }
   }
 
-  std::vector<std::unique_ptr<WorkerProcess>> workers;
+  std::vector<std::unique_ptr<SoakWorker>> workers;
   std::mt19937 ports(static_cast<uint32_t>(getpid()));
   for (int i = 0; i < 3; ++i) {
-    workers.push_back(std::make_unique<WorkerProcess>(secret, dir + "/worker" + std::to_string(i) + ".log"));
-    ASSERT_TRUE(workers.back()->start_anywhere(ports)) << "worker " << i << " did not start";
+    workers.push_back(start_anywhere(secret, dir, ports));
+    ASSERT_TRUE(workers.back() != nullptr) << "worker " << i << " did not start";
   }
 
   auto logs = std::make_shared<std::string>();
@@ -313,9 +252,9 @@ TEST(ClusterSoak, HundredRequestsWithKillsHangsAndSlowdowns) {
   std::vector<std::string> problems;
   for (int i = 0; i < kRequests; ++i) {
     Planned p = plan[static_cast<size_t>(i)];
-    WorkerProcess& victim = *workers[static_cast<size_t>(p.worker)];
+    SoakWorker& victim = *workers[static_cast<size_t>(p.worker)];
     // A worker throttled to the cap cools down: it is restarted instead.
-    if (p.event == Event::kSlow && victim.slowdown_ * 2 > kMaxSlowdown) p.event = Event::kKill;
+    if (p.event == Event::kSlow && victim.slowdown * 2 > kMaxSlowdown) p.event = Event::kKill;
     if (p.event == Event::kKill && p.worker == 0) p.event = Event::kSlow, p.worker = 1;
     std::atomic<int> step{-1};
     std::atomic<bool> done{false}, fired{false}, sent{false};
@@ -382,16 +321,16 @@ TEST(ClusterSoak, HundredRequestsWithKillsHangsAndSlowdowns) {
     if (fired.load()) {
       if (p.event == Event::kLoseAll) {
         workers[0]->signal(SIGCONT);
-        for (size_t k = 1; k < workers.size(); ++k) EXPECT_TRUE(workers[k]->start()) << workers[k]->log();
+        for (size_t k = 1; k < workers.size(); ++k) EXPECT_TRUE(workers[k]->restart_fresh()) << workers[k]->log();
       } else if (p.event == Event::kKill) {
-        EXPECT_TRUE(victim.start()) << victim.log();
+        EXPECT_TRUE(victim.restart_fresh()) << victim.log();
       } else if (p.event == Event::kHang) {
         if (p.resume_hung)
           victim.signal(SIGCONT);
         else
-          EXPECT_TRUE(victim.start()) << victim.log();
+          EXPECT_TRUE(victim.restart_fresh()) << victim.log();
       } else if (p.event == Event::kSlow) {
-        victim.slowdown_ *= 2;
+        victim.slowdown *= 2;
       }
     }
   }
