@@ -280,30 +280,7 @@ planner::Plan choose(const Measured& m, const HeadOptions& o) {
 
 // The planner's assignment in the model's layer numbers, as the ring runs it.
 PlanResult to_ring_plan(const planner::Plan& plan, const Measured& m, const HeadOptions& o) {
-  const int h = m.first;
-  PlanResult p;
-  p.head_first = 0;
-  p.head_last = h;
-  if (h > 0) p.parts.push_back({-1, 0, h});
-  for (const auto& s : plan.assignment.stages) {
-    if (s.device == 0) {
-      // The head as a stage of its own: after any fixed share it already runs, and
-      // only contiguous with it (the head keeps one range).
-      check(h == 0 || s.first == 0, "the planner split the head's layers");
-      p.head_first = h > 0 ? 0 : s.first + h;
-      p.head_last = s.last + h;
-      if (h > 0) {
-        p.parts.back().last = s.last + h;
-        continue;
-      }
-    }
-    p.parts.push_back({s.device - 1, s.first + h, s.last + h});
-  }
-  // A plan whose last stage is the head runs the output there too.
-  p.output_at_head = plan.assignment.output_at_head || o.output_at_head || p.parts.back().worker < 0;
-  p.predicted_ms = plan.prediction.latency_ms;
-  p.summary = planner::describe(m.cluster, plan.assignment);
-  return p;
+  return ring_plan_from(plan, m.cluster, m.first, o.output_at_head);
 }
 
 // A fixed split (PlanResult from fixed_split) as the planner's assignment, to price it.
@@ -371,6 +348,38 @@ ClusterPlan plan_cluster(std::shared_ptr<const Model> model, const std::string& 
   out.memory = simple_split(m, o, HeadOptions::SplitRule::kMemory);
   out.memory_prediction = planner::evaluate(m.cost, m.cluster, out.memory, m.options);
   return out;  // ~RingImpl ends the workers' sessions
+}
+
+PlanResult ring_plan_from(const planner::Plan& plan, const planner::Cluster& cluster, int first_layer,
+                          bool output_at_head, const std::vector<int>& worker_of) {
+  const int h = first_layer;
+  PlanResult p;
+  p.head_first = 0;
+  p.head_last = h;
+  if (h > 0) p.parts.push_back({-1, 0, h});
+  for (const auto& s : plan.assignment.stages) {
+    if (s.device == 0) {
+      // The head as a stage of its own: after any fixed share it already runs, and
+      // only contiguous with it (the head keeps one range).
+      check(h == 0 || s.first == 0, "the planner split the head's layers");
+      p.head_first = h > 0 ? 0 : s.first + h;
+      p.head_last = s.last + h;
+      if (h > 0) {
+        p.parts.back().last = s.last + h;
+      } else {
+        p.parts.push_back({-1, s.first + h, s.last + h});
+      }
+      continue;
+    }
+    const int w = worker_of.empty() ? s.device - 1 : worker_of[static_cast<size_t>(s.device - 1)];
+    p.parts.push_back({w, s.first + h, s.last + h});
+  }
+  // A plan whose last stage is the head runs the output there too.
+  p.output_at_head =
+      plan.assignment.output_at_head || output_at_head || p.parts.empty() || p.parts.back().worker < 0;
+  p.predicted_ms = plan.prediction.latency_ms;
+  p.summary = planner::describe(cluster, plan.assignment);
+  return p;
 }
 
 }  // namespace braid::dist

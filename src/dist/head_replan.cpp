@@ -162,29 +162,7 @@ PlanResult RingImpl::plan_survivors() {
     throw NoPlacement(e.what());
   }
 
-  PlanResult p;
-  p.head_first = 0;
-  p.head_last = h;
-  if (h > 0) p.parts.push_back({-1, 0, h});
-  for (const auto& s : plan.assignment.stages) {
-    if (s.device == 0) {
-      // The head keeps one contiguous range (see head_plan.cpp).
-      check(h == 0 || s.first == 0, "the planner split the head's layers");
-      p.head_first = h > 0 ? 0 : s.first + h;
-      p.head_last = s.last + h;
-      if (h > 0) {
-        p.parts.back().last = s.last + h;
-        continue;
-      }
-      p.parts.push_back({-1, s.first + h, s.last + h});
-      continue;
-    }
-    p.parts.push_back({alive[static_cast<size_t>(s.device - 1)], s.first + h, s.last + h});
-  }
-  p.output_at_head =
-      plan.assignment.output_at_head || o.output_at_head || p.parts.empty() || p.parts.back().worker < 0;
-  p.predicted_ms = plan.prediction.latency_ms;
-  p.summary = planner::describe(cl, plan.assignment);
+  PlanResult p = ring_plan_from(plan, cl, h, o.output_at_head, alive);
   log(cat("re-plan (", plan.solver, "): ", p.summary, ", predicted ", plan.prediction.latency_ms,
           " ms/token"));
   return p;

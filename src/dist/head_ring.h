@@ -18,6 +18,7 @@
 
 #include "braid/cluster.h"
 #include "braid/mapped_file.h"
+#include "braid/planner.h"
 #include "braid/protocol.h"
 #include "braid/thread_pool.h"
 #include "dist/transport_frames.h"
@@ -278,6 +279,12 @@ std::unique_ptr<RingImpl> connect_ring(std::shared_ptr<const Model> model, const
 
 // Decides who runs which layers: opt.split as given, or the planner over the workers'
 // profiles (head_plan.cpp).
+// The planner's assignment in the model's layer numbers, as the ring runs it: the head
+// runs layers [0, first_layer) itself before the planned ones (the planner's layer 0 is
+// the model's first_layer); the planner's device d > 0 is worker worker_of[d - 1]
+// (worker d - 1 when worker_of is empty). A plan ending at the head runs the output there.
+PlanResult ring_plan_from(const planner::Plan& plan, const planner::Cluster& cluster, int first_layer,
+                          bool output_at_head, const std::vector<int>& worker_of = {});
 PlanResult plan_ring(const Model& model, RingImpl& ring);
 
 }  // namespace braid::dist
