@@ -284,11 +284,13 @@ TEST_F(RecoveryTest, SlowedWorkerLosesItsLayers) {
   const size_t at = r.r.err.find(want);
   ASSERT_NE(at, std::string::npos) << r.r.err;
   const std::string line = r.r.err.substr(at, r.r.err.find('\n', at) - at);
-  // Detected after balance_window (8) slow tokens, with a little slack.
+  // Detected after balance_window (8) slow tokens, with a little slack: on a loaded
+  // machine a token or two just before the slowdown can be slow too and count towards
+  // the window (seen once in CI-like runs: detected at token 18).
   const size_t k = line.find("(decode token ");
   ASSERT_NE(k, std::string::npos) << line;
   const int token = std::stoi(line.substr(k + 14));
-  EXPECT_GE(token, 12 + 8 - 1) << line;
+  EXPECT_GE(token, 12 + 8 - 3) << line;
   EXPECT_LE(token, 12 + 8 + 4) << line;
   // The move takes layers off the slow worker; hysteresis: only once.
   const size_t arrow = line.find(" => ");
