@@ -60,8 +60,8 @@ if [ ! -f "$MODEL" ]; then
   "$BRAID" synth --preset 1b --type Q4_0 --seed 1 -o "$MODEL" >&2
 fi
 
-TMP=$(mktemp -d /tmp/braid-dist.XXXXXX)
-SECRET=$TMP/secret
+WORK=$(mktemp -d /tmp/braid-dist.XXXXXX)  # scratch: secret, relay, ports, logs
+SECRET=$WORK/secret
 head -c 32 /dev/urandom >"$SECRET"
 PIDS=()
 NETNS_UP=0
@@ -71,7 +71,7 @@ log() { echo "== $* (load $(load))" >&2; }
 
 # ---- Network emulation: two namespaces, veth pairs shaped by tbf, a delaying relay ----
 
-cat >"$TMP/relay.py" <<'PY'
+cat >"$WORK/relay.py" <<'PY'
 # relay.py RTT_MS LISTEN_HOST:PORT TARGET_HOST:PORT: forwards TCP connections, holding
 # every chunk RTT_MS / 2 before passing it on, in each direction. Threads and
 # time.sleep (clock_nanosleep, ~0.1 ms late) rather than asyncio, whose timers round to
@@ -208,12 +208,12 @@ net_up() {
 # Starts `python3 relay.py ARGS` in the background (optionally in namespace $1 when it is
 # not "-") and waits for its "ready" line.
 start_py() {
-  local ns=$1 out=$TMP/py$RANDOM
+  local ns=$1 out=$WORK/py$RANDOM
   shift
   if [ "$ns" = - ]; then
-    python3 "$TMP/relay.py" "$@" >"$out" &
+    python3 "$WORK/relay.py" "$@" >"$out" &
   else
-    ip netns exec "$ns" python3 "$TMP/relay.py" "$@" >"$out" &
+    ip netns exec "$ns" python3 "$WORK/relay.py" "$@" >"$out" &
   fi
   PIDS+=($!)
   for _ in $(seq 100); do
@@ -229,7 +229,7 @@ LINK=""
 probe_link() {
   start_py braid-dist-w1 echo 10.77.1.2:9
   start_py - "$RTT_MS" 10.77.1.1:9 10.77.1.2:9
-  LINK=$(python3 "$TMP/relay.py" probe 10.77.1.1:9)
+  LINK=$(python3 "$WORK/relay.py" probe 10.77.1.1:9)
   stop_all
   echo "   emulated link: RTT ${LINK% *} ms, ${LINK#* } Mbit/s one way (echoed: both directions share it)" >&2
 }
@@ -245,7 +245,7 @@ stop_all() {
 cleanup() {
   stop_all
   net_down
-  rm -rf "$TMP"
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -255,14 +255,14 @@ PORT=0
 start_worker() {
   local i=$1 core=$2 ns=$3 host=$4
   shift 4
-  local pf=$TMP/port$i
+  local pf=$WORK/port$i
   rm -f "$pf"
   local cmd=(taskset -c "$core" "$BRAID" worker --listen "$host:0" --secret-file "$SECRET" --threads 1
     --ready-fd 3 "$@")
   if [ "$ns" = - ]; then
-    "${cmd[@]}" 3>"$pf" 2>>"$TMP/worker$i.log" &
+    "${cmd[@]}" 3>"$pf" 2>>"$WORK/worker$i.log" &
   else
-    ip netns exec "$ns" "${cmd[@]}" 3>"$pf" 2>>"$TMP/worker$i.log" &
+    ip netns exec "$ns" "${cmd[@]}" 3>"$pf" 2>>"$WORK/worker$i.log" &
   fi
   PIDS+=($!)
   for _ in $(seq 300); do
@@ -274,7 +274,7 @@ start_worker() {
     sleep 0.1
   done
   echo "run_dist.sh: worker $i did not start; its log:" >&2
-  cat "$TMP/worker$i.log" >&2
+  cat "$WORK/worker$i.log" >&2
   exit 1
 }
 
@@ -311,9 +311,9 @@ bench_run() {
   local out=$RESULTS/dist-$name.json
   log "bench $name, $seqs sequences"
   "$BRAID" bench -m "$MODEL" -t 1 -p "$PROMPT" -n "$NGEN" -r "$REPS" --sequences "$seqs" --no-bandwidth \
-    --workers "$WORKERS" --secret-file "$SECRET" --json -o "$out" "$@" >/dev/null 2>>"$TMP/head.log" || {
+    --workers "$WORKERS" --secret-file "$SECRET" --json -o "$out" "$@" >/dev/null 2>>"$WORK/head.log" || {
     echo "run_dist.sh: bench $name failed; the head's log:" >&2
-    tail -20 "$TMP/head.log" >&2
+    tail -20 "$WORK/head.log" >&2
     exit 1
   }
   RUNS+=("$out")
@@ -328,7 +328,7 @@ start=$(date +%s)
 # take turns on the one thread pool (the baseline pipelining is compared with).
 log "bench local, 1 thread"
 taskset -c "$CORE1" "$BRAID" bench -m "$MODEL" -t 1 -p "$PROMPT" -n "$NGEN" -r "$REPS" --sequences "$SEQ_FIRST" \
-  --no-bandwidth --json -o "$RESULTS/dist-local-t1.json" >/dev/null 2>>"$TMP/head.log"
+  --no-bandwidth --json -o "$RESULTS/dist-local-t1.json" >/dev/null 2>>"$WORK/head.log"
 RUNS+=("$RESULTS/dist-local-t1.json")
 
 netem_note=""
@@ -346,7 +346,7 @@ for setting in $SETTINGS; do
   start_setting "$setting"
   log "plan $setting"
   "$BRAID" plan -m "$MODEL" --workers "$WORKERS" --secret-file "$SECRET" --json \
-    >"$RESULTS/dist-$setting-braidplan.json" 2>>"$TMP/head.log"
+    >"$RESULTS/dist-$setting-braidplan.json" 2>>"$WORK/head.log"
   case $setting in
     loopback)
       bench_run loopback-plan-s"$SEQ_FIRST" "$SEQ_FIRST"

@@ -56,23 +56,6 @@ namespace {
   fail("worker ", m);
 }
 
-// Runs fn(i) for every i in [0, n) on its own thread and rethrows the first failure
-// (in index order, so the message does not depend on timing).
-template <class Fn>
-void for_each_parallel(size_t n, Fn fn) {
-  std::vector<std::future<void>> fs;
-  for (size_t i = 0; i < n; ++i) fs.push_back(std::async(std::launch::async, [&fn, i] { fn(i); }));
-  std::exception_ptr first;
-  for (auto& f : fs) {
-    try {
-      f.get();
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
-  }
-  if (first) std::rethrow_exception(first);
-}
-
 // Dials a worker and opens a link of `kind` (for input/output: of its session).
 std::shared_ptr<net::Connection> open_link(const net::Tls& tls, const RemoteWorker& w, LinkKind kind,
                                            const HeadOptions& o, uint64_t* session) {

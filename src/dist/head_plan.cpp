@@ -115,41 +115,7 @@ struct Measured {
 
 // Profiles and link probes, all workers at once.
 void profile_workers(const Model& model, RingImpl& r) {
-  const HeadOptions& o = r.opt;
-  std::vector<std::future<void>> fs;
-  for (auto& wp : r.workers) {
-    RemoteWorker* w = wp.get();
-    fs.push_back(std::async(std::launch::async, [w, &o, &r] {
-      proto::ProfileRequest req;
-      req.model_id = r.model_path;
-      req.model_sha256 = r.fingerprint;
-      req.context_length = static_cast<uint32_t>(o.n_ctx);
-      // A worker without the model file gets the small tensors and the first layer to
-      // time (the others are estimated from their size).
-      const proto::Profile p = expect<proto::Profile>(
-          r.request_with_model(*w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)),
-          w->label());
-      w->name = p.device_name;
-      w->threads = static_cast<int>(p.threads);
-      w->profile.output_ms = p.output_ms;
-      w->profile.layer_ms = p.layer_ms;
-      w->profile.memory_bytes = p.memory_budget_bytes;
-      constexpr uint32_t kProbe = 256 * 1024;
-      w->rtt_ms = best_probe(*w, 0, 3, o.io_timeout);
-      const double big = best_probe(*w, kProbe, 2, o.io_timeout);
-      w->bytes_per_s = std::clamp(2.0 * kProbe / (std::max(big - w->rtt_ms, 1e-3) / 1000.0), 1e5, 1e11);
-    }));
-  }
-  // Every future is waited for before the first failure is rethrown: the tasks use `r`.
-  std::exception_ptr first;
-  for (auto& f : fs) {
-    try {
-      f.get();
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
-  }
-  if (first) std::rethrow_exception(first);
+  for_each_parallel(r.workers.size(), [&](size_t i) { measure_worker(r, *r.workers[i]); });
   for (auto& w : r.workers) {
     check(static_cast<int>(w->profile.layer_ms.size()) == model.config().n_layers, w->label(), " profiled ",
           w->profile.layer_ms.size(), " layers, the model has ", model.config().n_layers);
@@ -348,6 +314,26 @@ ClusterPlan plan_cluster(std::shared_ptr<const Model> model, const std::string& 
   out.memory = simple_split(m, o, HeadOptions::SplitRule::kMemory);
   out.memory_prediction = planner::evaluate(m.cost, m.cluster, out.memory, m.options);
   return out;  // ~RingImpl ends the workers' sessions
+}
+
+void measure_worker(RingImpl& r, RemoteWorker& w) {
+  if (!w.profile.layer_ms.empty()) return;
+  proto::ProfileRequest req;
+  req.model_id = r.model_path;
+  req.model_sha256 = r.fingerprint;
+  req.context_length = static_cast<uint32_t>(r.opt.n_ctx);
+  // The other layers' times are estimated from their size.
+  const proto::Profile p = expect<proto::Profile>(
+      r.request_with_model(w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)), w.label());
+  w.name = p.device_name;
+  w.threads = static_cast<int>(p.threads);
+  w.profile.output_ms = p.output_ms;
+  w.profile.layer_ms = p.layer_ms;
+  w.profile.memory_bytes = p.memory_budget_bytes;
+  constexpr uint32_t kProbe = 256 * 1024;
+  w.rtt_ms = best_probe(w, 0, 3, r.opt.io_timeout);
+  const double big = best_probe(w, kProbe, 2, r.opt.io_timeout);
+  w.bytes_per_s = std::clamp(2.0 * kProbe / (std::max(big - w.rtt_ms, 1e-3) / 1000.0), 1e5, 1e11);
 }
 
 PlanResult ring_plan_from(const planner::Plan& plan, const planner::Cluster& cluster, int first_layer,

@@ -212,23 +212,12 @@ void RingImpl::replay_all() {
   }
   // All sequences at once: the ring pipelines them as it does live traffic. Batches of
   // the same size as a prompt's give the same bits (the kernels are row-independent).
-  std::vector<std::future<void>> fs;
-  for (const auto& [seq, tokens] : todo) {
-    fs.push_back(std::async(std::launch::async, [this, seq = seq, &tokens = tokens] {
-      const int n = static_cast<int>(tokens.size());
-      for (int start = 0; start < n; start += kBatch)
-        run_batch(seq, tokens.data() + start, std::min(kBatch, n - start), start, false, nullptr);
-    }));
-  }
-  std::exception_ptr first;
-  for (auto& f : fs) {
-    try {
-      f.get();
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
-  }
-  if (first) std::rethrow_exception(first);
+  for_each_parallel(todo.size(), [this, &todo](size_t i) {
+    const auto& [seq, tokens] = todo[i];
+    const int n = static_cast<int>(tokens.size());
+    for (int start = 0; start < n; start += kBatch)
+      run_batch(seq, tokens.data() + start, std::min(kBatch, n - start), start, false, nullptr);
+  });
 }
 
 void RingImpl::apply_plan(const std::function<void()>& moved) {

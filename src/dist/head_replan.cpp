@@ -19,43 +19,6 @@ namespace {
 
 constexpr double kOutOfReach = 1e8;  // ms: a device that may not run something
 
-// Best round trip (ms) of `reps` probes carrying `bytes` each way.
-double probe_ms(RemoteWorker& w, uint32_t bytes, int reps, net::Millis timeout) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    proto::Probe p;
-    p.padding.assign(bytes, 0);
-    p.reply_bytes = bytes;
-    const auto t0 = std::chrono::steady_clock::now();
-    expect<proto::Probe>(w.request(make_frame(p), timeout), w.label());
-    best = std::min(best,
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-// The profile and link measurements of a worker that has none yet.
-void measure_worker(RingImpl& r, RemoteWorker& w) {
-  if (!w.profile.layer_ms.empty()) return;
-  proto::ProfileRequest req;
-  req.model_id = r.model_path;
-  req.model_sha256 = r.fingerprint;
-  req.context_length = static_cast<uint32_t>(r.opt.n_ctx);
-  const proto::Profile p = expect<proto::Profile>(
-      r.request_with_model(w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)), w.label());
-  check(static_cast<int>(p.layer_ms.size()) == r.model->config().n_layers, w.label(), " profiled ",
-        p.layer_ms.size(), " layers, the model has ", r.model->config().n_layers);
-  w.name = p.device_name;
-  w.threads = static_cast<int>(p.threads);
-  w.profile.output_ms = p.output_ms;
-  w.profile.layer_ms = p.layer_ms;
-  w.profile.memory_bytes = p.memory_budget_bytes;
-  constexpr uint32_t kProbe = 256 * 1024;
-  w.rtt_ms = probe_ms(w, 0, 3, r.opt.io_timeout);
-  const double big = probe_ms(w, kProbe, 2, r.opt.io_timeout);
-  w.bytes_per_s = std::clamp(2.0 * kProbe / (std::max(big - w.rtt_ms, 1e-3) / 1000.0), 1e5, 1e11);
-}
-
 }  // namespace
 
 PlanResult RingImpl::plan_survivors() {
@@ -69,19 +32,13 @@ PlanResult RingImpl::plan_survivors() {
     if (!workers[i]->lost.load() && workers[i]->control) alive.push_back(static_cast<int>(i));
   if (alive.empty() && !head_computes) throw NoPlacement("no worker is left to run the layers");
   // All at once: after a fixed split none was measured, and each profile takes a while.
-  std::vector<std::future<void>> measuring;
-  for (int i : alive)
-    measuring.push_back(std::async(std::launch::async,
-                                   [this, i] { measure_worker(*this, *workers[static_cast<size_t>(i)]); }));
-  std::exception_ptr first;
-  for (auto& m : measuring) {
-    try {
-      m.get();
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
+  for_each_parallel(alive.size(),
+                    [this, &alive](size_t k) { measure_worker(*this, *workers[static_cast<size_t>(alive[k])]); });
+  for (int i : alive) {
+    const RemoteWorker& w = *workers[static_cast<size_t>(i)];
+    check(static_cast<int>(w.profile.layer_ms.size()) == c.n_layers, w.label(), " profiled ",
+          w.profile.layer_ms.size(), " layers, the model has ", c.n_layers);
   }
-  if (first) std::rethrow_exception(first);
 
   planner::ModelCost cost;
   const uint64_t kv_per_token = 2 * sizeof(float) * static_cast<uint64_t>(c.kv_dim());

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -279,6 +281,28 @@ std::unique_ptr<RingImpl> connect_ring(std::shared_ptr<const Model> model, const
 
 // Decides who runs which layers: opt.split as given, or the planner over the workers'
 // profiles (head_plan.cpp).
+// Runs fn(i) for every i in [0, n) on its own thread, waits for all of them, and
+// rethrows the first failure (in index order, so the message does not depend on timing).
+template <class Fn>
+void for_each_parallel(size_t n, Fn fn) {
+  std::vector<std::future<void>> fs;
+  for (size_t i = 0; i < n; ++i) fs.push_back(std::async(std::launch::async, [&fn, i] { fn(i); }));
+  std::exception_ptr first;
+  for (auto& f : fs) {
+    try {
+      f.get();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+// Has worker w profile the ring's model (time per layer, output, memory budget) and
+// probes its link (round trip, bandwidth), unless it already has a profile. A worker
+// without the model file gets the small tensors and the first layer to time.
+void measure_worker(RingImpl& r, RemoteWorker& w);
+
 // The planner's assignment in the model's layer numbers, as the ring runs it: the head
 // runs layers [0, first_layer) itself before the planned ones (the planner's layer 0 is
 // the model's first_layer); the planner's device d > 0 is worker worker_of[d - 1]
