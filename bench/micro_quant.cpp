@@ -11,16 +11,24 @@
 //   BM_Matmul/<type>         prefill as the model runs it: braid::matmul of 64 tokens
 //                            through a 5632 x 2048 matrix (a ~1B Llama's up projection,
 //                            2-12 MB: larger than L2), one thread; items = MAC/s.
+//   BM_MatmulF16             the same for F16 weights (the f32 GEMM path).
 //   BM_Activation/<type>     quant_activation of one 5632-element vector.
 //   BM_MemoryRead            plain sequential read of 512 MB (this machine's single-
 //                            thread DRAM bandwidth, the ceiling for BM_DotRowsStream).
 // Run: build/bench/micro_quant [--benchmark_filter=DotRows]
+// BRAID_SIMD_TARGET=AVX2 (or any Highway target name this CPU supports) restricts the
+// kernels to that target, to compare e.g. the AVX2 and AVX-512 kernels on one machine.
 #include <benchmark/benchmark.h>
 
+#include <hwy/targets.h>
+
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
+#include "braid/dtype.h"
 #include "braid/kernels.h"
 #include "braid/quant.h"
 #include "braid/tensor.h"
@@ -40,6 +48,11 @@ std::vector<uint8_t> random_matrix(DType t, int64_t rows, int64_t k, uint32_t se
   std::vector<float> row(static_cast<size_t>(k));
   const size_t rb = braid::row_bytes(t, k);
   std::vector<uint8_t> w(rb * static_cast<size_t>(rows));
+  if (t == DType::F16) {
+    auto* h = reinterpret_cast<uint16_t*>(w.data());
+    for (size_t i = 0; i < w.size() / 2; ++i) h[i] = braid::f32_to_f16(nd(gen));
+    return w;
+  }
   // Quantizing every row with the reference quantizer is slow for K types: quantize
   // 16 distinct rows and repeat them (speed does not depend on the values).
   std::vector<uint8_t> distinct(rb * 16);
@@ -117,8 +130,7 @@ void BM_Tile(benchmark::State& state) {
   state.SetLabel(std::string(braid::dtype_name(t)) + " MAC/s");
 }
 
-void BM_Matmul(benchmark::State& state) {
-  const DType t = kTypes[state.range(0)];
+void MatmulOf(benchmark::State& state, DType t) {
   constexpr int64_t kOut = 5632, kIn = 2048, kTokens = 64;
   const auto w = random_matrix(t, kOut, kIn, 4);
   braid::Tensor W;
@@ -138,6 +150,9 @@ void BM_Matmul(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kOut * kIn * kTokens);
   state.SetLabel(std::string(braid::dtype_name(t)) + " MAC/s");
 }
+
+void BM_Matmul(benchmark::State& state) { MatmulOf(state, kTypes[state.range(0)]); }
+void BM_MatmulF16(benchmark::State& state) { MatmulOf(state, DType::F16); }
 
 void BM_Activation(benchmark::State& state) {
   const DType t = kTypes[state.range(0)];
@@ -168,8 +183,21 @@ BENCHMARK(BM_DotRows)->DenseRange(0, 9);
 BENCHMARK(BM_DotRowsStream)->DenseRange(0, 9);
 BENCHMARK(BM_Tile)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matmul)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MatmulF16)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Activation)->DenseRange(0, 9)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  if (const char* want = std::getenv("BRAID_SIMD_TARGET")) {
+    for (int64_t t = hwy::SupportedTargets(); t != 0; t &= t - 1) {
+      const int64_t bit = t & -t;
+      if (std::strcmp(hwy::TargetName(bit), want) == 0) hwy::SetSupportedTargetsForTest(bit);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -566,14 +566,20 @@ std::vector<int64_t> test_ks(DType t) {
 }
 
 // Every type must take the hand-written x86 kernels where they exist (AVX-512 VNNI on
-// AVX3_DL, AVX2 on AVX2, AVX3 and for q2_K / q3_K on AVX3_DL), not silently fall back
-// to the portable ones.
+// AVX3_DL and on AVX3 CPUs with VNNI, AVX2 on AVX2, AVX3 without VNNI and for q2_K /
+// q3_K), not silently fall back to the portable ones.
 TEST(QuantSimd, X86KernelsCoverEveryType) {
+#if defined(__x86_64__)
+  const bool vnni = __builtin_cpu_supports("avx512vnni");
+#else
+  const bool vnni = false;
+#endif
   for_each_target([&] {
     const std::string target = quant_simd_target();
     for (DType t : kTypes) {
-      const std::string want = target == "AVX3_DL" ? (has_avx512_kernels(t) ? "avx512-vnni" : "avx2")
-                               : target == "AVX2" || target == "AVX3" ? "avx2"
+      const bool avx512 = target == "AVX3_DL" || (target == "AVX3" && vnni);
+      const std::string want = avx512 && has_avx512_kernels(t)                ? "avx512-vnni"
+                               : avx512 || target == "AVX2" || target == "AVX3" ? "avx2"
                                : target == "SCALAR"                   ? "scalar"
                                                                       : "portable";
       EXPECT_EQ(quant::simd_kernel_name(t), want) << dtype_name(t);

@@ -60,7 +60,7 @@ HWY_INLINE __m128i ScalesK4(const uint8_t* p) {
 
 struct Base {
   using Acc = __m256;
-  static constexpr int kTileT = 4, kDecodeRows = 1;
+  static constexpr int kTileT = 4, kTileR = 1, kDecodeRows = 1;
   static Acc Zero() { return _mm256_setzero_ps(); }
   static float Sum(Acc a, Acc b) { return HorizontalSum(_mm256_add_ps(a, b)); }
 };

@@ -1,7 +1,11 @@
-// AVX-512 VNNI + VBMI dot-product kernels, included by quant_simd.cpp inside the
-// HWY_AVX3_DL target namespace only (Highway 1.0's AVX3_DL target string lacks
-// avx512vnni, hence the extra target attribute; Highway only picks AVX3_DL on CPUs with
-// AVX512_VNNI/VBMI/BITALG, and avx512::Usable() double-checks).
+// AVX-512 VNNI dot-product kernels, included by quant_simd.cpp inside the HWY_AVX3_DL
+// and HWY_AVX3 target namespaces. On AVX3_DL (Ice Lake, Sapphire Rapids, Zen 4) they
+// gather bytes with VBMI's vpermt2b and test bits with BITALG's vpshufbitqmb; on AVX3
+// CPUs that have AVX512_VNNI without VBMI (Cascade Lake, Cooper Lake) the same kernels
+// gather whole byte pairs with AVX512BW's vpermt2w (every gather here moves aligned
+// pairs) and spread bits with vpshufb. Integer sums and f32 order are the same on both,
+// so results are identical. Highway 1.0's target strings lack avx512vnni, hence the
+// extra target attribute; avx512::Usable() checks the CPU once.
 //
 // Each weight type has a kernel with two steps over "units" (4 blocks of a legacy type,
 // or one K super-block), run by the tile driver of quant_tile-inl.h:
@@ -17,14 +21,47 @@
 // q8_0 multiplies |w| by x with w's sign (so its lanes are exact sums of w * x). Record
 // offsets are constants here and checked against act_layout once per call.
 
+#if HWY_TARGET == HWY_AVX3_DL
 #define BRAID_VNNI __attribute__((target("avx512vnni,avx512vbmi,avx512bitalg")))
+#define BRAID_AVX512_VBMI 1
+#else
+#define BRAID_VNNI __attribute__((target("avx512vnni")))
+#define BRAID_AVX512_VBMI 0
+#endif
 
 namespace avx512 {
 
 inline bool Usable() {
-  static const bool ok = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
-                         __builtin_cpu_supports("avx512bitalg") && __builtin_cpu_supports("avx512bw");
+  static const bool ok = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+                         (!BRAID_AVX512_VBMI ||
+                          (__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg")));
   return ok;
+}
+
+// The index vector for Gather2 that picks bytes[i] of the 128 bytes (l0, l1) into lane
+// i. Without VBMI it becomes a word index, so every pair of lanes (2w, 2w+1) must take
+// an aligned source pair (2s, 2s+1); the layouts here all do (blocks and their fields
+// start at even offsets), and a violation is a bug caught by the tests' first call.
+BRAID_VNNI inline __m512i GatherIndex(const uint8_t (&bytes)[64]) {
+#if BRAID_AVX512_VBMI
+  return _mm512_loadu_si512(bytes);
+#else
+  alignas(64) uint16_t w[32];
+  for (int i = 0; i < 32; ++i) {
+    if (bytes[2 * i] % 2 != 0 || bytes[2 * i + 1] != bytes[2 * i] + 1) __builtin_trap();
+    w[i] = static_cast<uint16_t>(bytes[2 * i] / 2);
+  }
+  return _mm512_load_si512(w);
+#endif
+}
+
+// Bytes of (l0, l1) chosen by a GatherIndex vector.
+BRAID_VNNI HWY_INLINE __m512i Gather2(__m512i l0, __m512i idx, __m512i l1) {
+#if BRAID_AVX512_VBMI
+  return _mm512_permutex2var_epi8(l0, idx, l1);
+#else
+  return _mm512_permutex2var_epi16(l0, idx, l1);
+#endif
 }
 
 BRAID_VNNI HWY_INLINE __m512i LoadMasked(const uint8_t* p, size_t bytes) {
@@ -49,7 +86,9 @@ BRAID_VNNI HWY_INLINE float F16(const uint8_t* p) {
 template <DType kType>
 struct KNibble {
   using Acc = __m512;
-  static constexpr int kTileT = 4, kDecodeRows = 1;
+  // 4 activations per tile: their records (320 bytes per 128 weights) then stay in L1
+  // for k up to ~3000; 8 (as for the K types) ran 1.8x slower on a 32 KiB L1.
+  static constexpr int kTileT = 4, kTileR = 1, kDecodeRows = 1;
   BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
   BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr int kBlock = kType == DType::Q4_0   ? 18
@@ -73,27 +112,35 @@ struct KNibble {
     __m512 dw, mw;
   };
 
-  __m512i idx_qs, idx_d, idx_m, idx_qh, bits_lo, bits_hi, nib, c16;
+  __m512i idx_qs, idx_d, idx_m, idx_qh, bits_lo, bits_hi, spread_lo, spread_hi, bit_sel, nib, c16;
   int64_t nb = 0;
 
   BRAID_VNNI KNibble() {
-    alignas(64) uint8_t q[64], d[64], m[64], h[64], bl[64], bh[64];
+    alignas(64) uint8_t q[64], d[64], m[64], h[64], bl[64], bh[64], sl[64], sh[64], sel[64];
     for (int i = 0; i < 64; ++i) {
       const int j = i / 16, e = i % 16;  // block and element (qs vector)
       q[i] = static_cast<uint8_t>(kBlock * j + kQs + e);
       const int l = (i / 2) / 4;  // f16 lane i/2 belongs to block (i/2)/4
       d[i] = static_cast<uint8_t>(kBlock * l + (i & 1));
       m[i] = static_cast<uint8_t>(kBlock * l + 2 + (i & 1));
-      h[i] = static_cast<uint8_t>(kBlock * j + kQh + (i % 8 < 4 ? i % 4 : 0));  // qh in both qwords
+      // qh's 4 bytes in both qwords of the block's 128-bit lane (the second qword's
+      // upper half repeats bytes 0, 1 so that pairs stay aligned; it is never read).
+      h[i] = static_cast<uint8_t>(kBlock * j + kQh + (i % 8 < 4 ? i % 4 : i % 2));
       bl[i] = static_cast<uint8_t>(e);
       bh[i] = static_cast<uint8_t>(16 + e);
+      sl[i] = static_cast<uint8_t>(e / 8);
+      sh[i] = static_cast<uint8_t>(2 + e / 8);
+      sel[i] = static_cast<uint8_t>(1u << (e % 8));
     }
-    idx_qs = _mm512_load_si512(q);
-    idx_d = _mm512_load_si512(d);
-    idx_m = _mm512_load_si512(m);
-    idx_qh = _mm512_load_si512(h);
+    idx_qs = GatherIndex(q);
+    idx_d = GatherIndex(d);
+    idx_m = GatherIndex(m);
+    idx_qh = GatherIndex(h);
     bits_lo = _mm512_load_si512(bl);
     bits_hi = _mm512_load_si512(bh);
+    spread_lo = _mm512_load_si512(sl);
+    spread_hi = _mm512_load_si512(sh);
+    bit_sel = _mm512_load_si512(sel);
     nib = _mm512_set1_epi8(0x0F);
     c16 = _mm512_set1_epi8(0x10);
   }
@@ -112,17 +159,25 @@ struct KNibble {
       l0 = LoadMasked(p, bytes);
       l1 = bytes > 64 ? LoadMasked(p + 64, bytes - 64) : _mm512_setzero_si512();
     }
-    const __m512i q = _mm512_permutex2var_epi8(l0, idx_qs, l1);
+    const __m512i q = Gather2(l0, idx_qs, l1);
     Dec d;
     d.lo = _mm512_and_si512(q, nib);
     d.hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), nib);
     if constexpr (kHigh) {
-      const __m512i qh = _mm512_permutex2var_epi8(l0, idx_qh, l1);
-      d.lo = _mm512_mask_add_epi8(d.lo, _mm512_bitshuffle_epi64_mask(qh, bits_lo), d.lo, c16);
-      d.hi = _mm512_mask_add_epi8(d.hi, _mm512_bitshuffle_epi64_mask(qh, bits_hi), d.hi, c16);
+      // Lane i's fifth bit: bit e (lo) or 16 + e (hi) of its block's qh, e = i % 16.
+      const __m512i qh = Gather2(l0, idx_qh, l1);
+#if BRAID_AVX512_VBMI
+      const __mmask64 lo = _mm512_bitshuffle_epi64_mask(qh, bits_lo);
+      const __mmask64 hi = _mm512_bitshuffle_epi64_mask(qh, bits_hi);
+#else
+      const __mmask64 lo = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, spread_lo), bit_sel);
+      const __mmask64 hi = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, spread_hi), bit_sel);
+#endif
+      d.lo = _mm512_mask_add_epi8(d.lo, lo, d.lo, c16);
+      d.hi = _mm512_mask_add_epi8(d.hi, hi, d.hi, c16);
     }
-    d.dw = F16x16(_mm512_permutex2var_epi8(l0, idx_d, l1));
-    if constexpr (kMin) d.mw = F16x16(_mm512_permutex2var_epi8(l0, idx_m, l1));
+    d.dw = F16x16(Gather2(l0, idx_d, l1));
+    if constexpr (kMin) d.mw = F16x16(Gather2(l0, idx_m, l1));
     return d;
   }
 
@@ -142,7 +197,9 @@ struct KNibble {
 // takes |w| (unsigned) and x with w's sign, so the lanes hold exact sums of w*x.
 struct KQ8_0 {
   using Acc = __m512;
-  static constexpr int kTileT = 4, kDecodeRows = 1;
+  // 8 activations per tile amortise Decode's two gathers per unit (BM_Matmul q8_0: 16%
+  // faster than 4 on Cascade Lake).
+  static constexpr int kTileT = 8, kTileR = 1, kDecodeRows = 1;
   BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
   BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr int kBlock = 34;
@@ -162,8 +219,8 @@ struct KQ8_0 {
       q[i] = static_cast<uint8_t>(i < 32 ? 2 + i : 4 + i);
       d[i] = static_cast<uint8_t>(kBlock * ((i / 2) / 8) + (i & 1));
     }
-    idx_qs = _mm512_load_si512(q);
-    idx_d = _mm512_load_si512(d);
+    idx_qs = GatherIndex(q);
+    idx_d = GatherIndex(d);
   }
 
   int64_t Units() const { return (nb + 3) / 4; }
@@ -183,10 +240,10 @@ struct KQ8_0 {
         l0 = LoadMasked(ph, blocks > 0 ? kBlock : 0);
         l1 = _mm512_setzero_si512();
       }
-      const __m512i q = _mm512_permutex2var_epi8(l0, idx_qs, l1);
+      const __m512i q = Gather2(l0, idx_qs, l1);
       d.wabs[h] = _mm512_abs_epi8(q);
       d.neg[h] = _mm512_movepi8_mask(q);
-      d.dw[h] = F16x16(_mm512_permutex2var_epi8(l0, idx_d, l1));
+      d.dw[h] = F16x16(Gather2(l0, idx_d, l1));
     }
     return d;
   }
@@ -239,7 +296,7 @@ BRAID_VNNI inline __m512i WordIndex(int first, int second, int per) {
 template <DType kType>
 struct KK4 {
   using Acc = __m512;
-  static constexpr int kTileT = 4, kDecodeRows = 1;
+  static constexpr int kTileT = 8, kTileR = 1, kDecodeRows = 1;
   BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
   BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr bool kQ5 = kType == DType::Q5_K;
@@ -316,7 +373,7 @@ struct KK4 {
 // 6-bit codes (0..63, the -32 folded in through bsums), natural element order.
 struct KQ6K {
   using Acc = __m512;
-  static constexpr int kTileT = 4, kDecodeRows = 1;
+  static constexpr int kTileT = 8, kTileR = 1, kDecodeRows = 1;
   BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
   BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr int kBlock = 210;
@@ -462,3 +519,4 @@ inline bool HandlesType(DType t) {
 }  // namespace avx512
 
 #undef BRAID_VNNI
+#undef BRAID_AVX512_VBMI

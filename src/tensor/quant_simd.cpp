@@ -2,11 +2,11 @@
 // activation quantizer, compiled once per Highway target and chosen at run time.
 //
 // Three kinds of dot kernels:
-//  - AVX-512 VNNI + VBMI (quant_avx512-inl.h) on the AVX3_DL target (Ice Lake, Sapphire
-//    Rapids, Zen 4): 64 weights decoded per instruction, vpdpbusd / vpmaddubsw +
-//    vpdpwssd products;
-//  - AVX2 (quant_avx2-inl.h) on the AVX2 and AVX3 targets: the same design on 256-bit
-//    vectors with vpmaddubsw + vpmaddwd;
+//  - AVX-512 VNNI (quant_avx512-inl.h) on the AVX3_DL target (Ice Lake, Sapphire Rapids,
+//    Zen 4) and on AVX3 CPUs that have VNNI (Cascade Lake): 64 weights decoded per
+//    instruction, vpdpbusd / vpmaddubsw + vpdpwssd products;
+//  - AVX2 (quant_avx2-inl.h) on the AVX2 target and AVX3 CPUs without VNNI (Skylake-X):
+//    the same design on 256-bit vectors with vpmaddubsw + vpmaddwd;
 //  - portable ones (this file), Highway ops on 128-bit vectors, for every other target
 //    (SSE4, NEON, SVE, ...) and as the fallback.
 // All produce per-block integer sums exactly; only the f32 scaling and summation order
@@ -449,14 +449,15 @@ void DotRowsPortable(DType t, const uint8_t* W, size_t stride, int64_t r0, int64
 #define BRAID_X86_KERNELS 1
 #include "tensor/quant_avx2-inl.h"
 #endif
-#if HWY_TARGET == HWY_AVX3_DL
+#if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3
+#define BRAID_AVX512_KERNELS 1
 #include "tensor/quant_avx512-inl.h"
 #endif
 
 // The hand-written x86 kernels for t, if this target has them.
 HWY_INLINE bool X86Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
                             size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
-#if HWY_TARGET == HWY_AVX3_DL
+#ifdef BRAID_AVX512_KERNELS
   if (avx512::Dispatch(t, W, stride, r0, r1, xq, xq_stride, n, k, y, ldy)) return true;
 #endif
 #ifdef BRAID_X86_KERNELS
@@ -493,7 +494,7 @@ const char* KernelName(DType t) {
   (void)t;
   return "scalar";
 #else
-#if HWY_TARGET == HWY_AVX3_DL
+#ifdef BRAID_AVX512_KERNELS
   if (avx512::HandlesType(t)) return "avx512-vnni";
 #endif
 #ifdef BRAID_X86_KERNELS
@@ -505,6 +506,7 @@ const char* KernelName(DType t) {
 }
 
 #undef BRAID_X86_KERNELS
+#undef BRAID_AVX512_KERNELS
 
 }  // namespace HWY_NAMESPACE
 }  // namespace braid::quant

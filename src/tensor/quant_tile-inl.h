@@ -8,7 +8,8 @@
 // quant_avx2-inl.h): rows x activations in register tiles, each weight unit decoded once
 // per row and reused for kTileT activations. Included inside a Highway target
 // namespace; K supplies Acc (an f32 vector), Zero, Sum, Units, Decode, Consume, kRec,
-// kTileT (activations per tile) and kDecodeRows (rows per tile for one activation).
+// kTileT x kTileR (activations x rows per prefill tile) and kDecodeRows (rows per tile
+// for one activation).
 //
 // Every (row, activation) pair sees the same operations in the same order whatever the
 // tile shape, so quant_matmul_tile and quant_dot_rows agree bit for bit: units alternate
@@ -127,7 +128,7 @@ BRAID_TILE_ATTR bool Run(K& k, const ActLayout& L, const uint8_t* W, size_t stri
     if (m == 1) {
       RunAll<K, K::kDecodeRows, 1>(k, W, stride, r0, r1, xb, 1, y + t0 * ldy, ldy);
     } else {
-      RunAll<K, 1, K::kTileT>(k, W, stride, r0, r1, xb, m, y + t0 * ldy, ldy);
+      RunAll<K, K::kTileR, K::kTileT>(k, W, stride, r0, r1, xb, m, y + t0 * ldy, ldy);
     }
   }
   return true;
