@@ -30,6 +30,8 @@
 #   SPLIT=0:7,7:15,15:22 (three contiguous ranges covering the model's layers)
 #   SLOW=3  AT=8  NGEN=40  EXTRA=40 (more tokens in the rebalancing runs)  PROMPT_LEN=32
 #   REPS=3  RESULTS=bench/results
+#   PARTS="balancing recovery" (PARTS=recovery: only the full-speed runs, which give the
+#   token time and the reference ids, and the recovery; the balancing numbers are null)
 # Each measurement runs REPS times on fresh workers (the hooks count batches per
 # process); the tables report medians.
 set -euo pipefail
@@ -46,6 +48,7 @@ EXTRA=${EXTRA:-40}
 PROMPT_LEN=${PROMPT_LEN:-32}
 REPS=${REPS:-3}
 RESULTS=${RESULTS:-bench/results}
+PARTS=${PARTS:-"balancing recovery"}
 
 for f in "$BRAID" "$MODEL"; do
   if [ ! -e "$f" ]; then
@@ -116,7 +119,7 @@ same_prefix() {  # the ids of run $1 start with those of run $2 (or the other wa
   echo "run_balance.sh: the ids of $1 and $2 differ" >&2
   exit 1
 }
-tps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.2f", n / s }'; }
+tps() { awk -v n="$1" -v s="$2" 'BEGIN { if (s == "" || s <= 0) print "null"; else printf "%.2f", n / s }'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # measure NAME N "flags of worker 0" "... 1" "... 2" [run flags...]: REPS runs on fresh
 # workers (started here, not in a subshell, so that they can be stopped), each run's ids
@@ -136,6 +139,7 @@ measure() {
 echo "== before: three workers at full speed (load $(load))" >&2
 measure before "$NGEN" "" "" "" --split "$SPLIT"
 s_before=$SECONDS_MEDIAN
+case " $PARTS " in *" balancing "*)
 echo "== right after: worker 1 ${SLOW}x slower, layout stays (load $(load))" >&2
 measure stay "$NGEN" "" "--slowdown $SLOW" "" --split "$SPLIT"
 s_stay=$SECONDS_MEDIAN
@@ -167,6 +171,10 @@ move_token=$(moves 's/.*(decode token \([0-9]*\)).*/\1/p')
 s_extra=$(awk -v t="$s_bal2" -v at="$AT" -v k="$move_token" -v b="$s_before" -v st="$s_stay" -v n="$NGEN" \
   -v m="$move_ms" 'BEGIN { printf "%.4f", t - at * b / n - (k - at) * st / n - m / 1000 }')
 left=$((n2 - move_token))
+;;
+*)
+  s_stay="" s_bal2="" move_ms="" kv_bytes="" kv_ms="" layout_after="" move_token="" s_extra="" left=0 n2=0 ;;
+esac
 
 echo "== recovery: worker 1 dies at decode token $AT (load $(load))" >&2
 measure die "$NGEN" "" "--die-after-batches $AT" "" --split "$SPLIT"
@@ -191,7 +199,7 @@ tps_before=$(tps "$NGEN" "$s_before")
 tps_stay=$(tps "$NGEN" "$s_stay")
 tps_after=$(tps "$left" "$s_extra")
 tps_bal_run=$(tps "$n2" "$s_bal2")
-gain=$(awk -v a="$tps_after" -v b="$tps_stay" 'BEGIN { printf "%.2f", a / b }')
+gain=$(awk -v a="$tps_after" -v b="$tps_stay" 'BEGIN { if (a == "null" || b == "null") print "null"; else printf "%.2f", a / b }')
 token_ms=$(awk -v s="$s_before" -v n="$NGEN" 'BEGIN { printf "%.0f", 1000 * s / n }')
 kill_to_token_ms=$((recovered_ms + token_ms))
 speedup=$(awk -v a="$fresh_ms" -v b="$kill_to_token_ms" 'BEGIN { printf "%.1f", a / b }')
@@ -239,7 +247,8 @@ cat >"$out" <<EOF
 }
 EOF
 
-cat <<EOF
+case " $PARTS " in *" balancing "*)
+  cat <<EOF
 | balancing ($(basename "$MODEL"), 3 workers, one ${SLOW}x slower) | tokens/s |
 |---|---:|
 | before the slowdown | $tps_before |
@@ -247,12 +256,16 @@ cat <<EOF
 | after rebalancing (move at decode token $move_token: ${move_ms} ms, ${kv_bytes} bytes of KV in ${kv_ms} ms) | $tps_after |
 | **gain of rebalancing over staying put** | **${gain}x** |
 
+EOF
+  ;;
+esac
+cat <<EOF
 | recovery (worker killed at decode token $AT) | ms |
 |---|---:|
 | kill to next token (recovered in $recovered_ms ms + one $token_ms ms token) | $kill_to_token_ms |
 | fresh start on the survivors (new \`braid run\`: load, connect, plan, prefill $((PROMPT_LEN + AT)) tokens, 1 token) | $fresh_ms |
 | fresh start / recovery | ${speedup}x |
 
-layout after the move: $layout_after
-load: $load_before before, $load_after after; $(($(date +%s) - t_start)) s; wrote $out
+${layout_after:+layout after the move: $layout_after
+}load: $load_before before, $load_after after; $(($(date +%s) - t_start)) s; wrote $out
 EOF

@@ -53,6 +53,11 @@ struct WorkerOptions {
   // at the head's path. A model that is not found (or differs) is streamed by the head:
   // only the tensors this worker needs, kept in memory for the session.
   std::string model_dir;
+  // Once it holds layers, warm its neighbours' boundary layers (read the model file's
+  // pages of the layers around its range, nearest first) in the background, within
+  // mem_limit (else the memory available) less what its own layers and KV caches need,
+  // so that a re-plan that gives it some of them does not wait for storage.
+  bool preload = true;
   net::Millis handshake_timeout{10000};  // TLS + proof + first frame of a connection
   net::Millis io_timeout{120000};        // finishing a frame once it has started
   int max_connections = 64;              // connections served at once; more are refused
@@ -133,8 +138,9 @@ struct HeadOptions {
   // Failure recovery. The head sends every worker in the ring a HEARTBEAT each
   // heartbeat_interval on its control link; a worker that has not answered for
   // failure_timeout (it died, hangs, or its network is gone), or whose links broke, is
-  // lost. The head then re-plans on the survivors with the profiles it has (measuring
-  // them first after a fixed split; the head takes layers only when head_layers < 0),
+  // lost. The head then re-plans on the survivors with the profiles it has (after a fixed
+  // split, with the speeds their stages showed while running, profiling only a survivor
+  // that never ran a decode token; the head takes layers only when head_layers < 0),
   // reassigns their layers (ASSIGN), relinks the ring, replays every live sequence's
   // tokens to rebuild the KV caches and retries the batch in flight: callers see a pause,
   // and greedy output is that of an uninterrupted run. When the survivors cannot hold the

@@ -28,6 +28,7 @@ struct WorkerArgs {
   std::string listen, connect, name, mem_limit, secret_file, ca, cert, key, model_dir;
   int threads = 1;
   double slowdown = 1.0;
+  bool no_preload = false;
   int ready_fd = -1;
   int die_after_batches = -1, hang_after_batches = -1;  // test hooks
   std::string slowdown_after;                           // test hook: "N:X"
@@ -74,6 +75,7 @@ void run(const WorkerArgs& a) {
   dist::WorkerOptions o;
   o.threads = a.threads;
   o.slowdown = a.slowdown;
+  o.preload = !a.no_preload;
   if (!a.mem_limit.empty()) o.mem_limit = dist::parse_bytes(a.mem_limit);
   o.name = a.name;
   o.model_dir = a.model_dir;
@@ -133,6 +135,9 @@ Command reg("worker", "Serve layers of a model to a cluster head", [](CLI::App& 
                  "Look up the head's model by file name here (default: at the head's path); "
                  "a model not found is streamed by the head");
   app.add_option("--mem-limit", a->mem_limit, "Memory braid may use here, e.g. 1.5G (default: what is free)");
+  app.add_flag("--no-preload", a->no_preload,
+               "Do not warm the layers around this worker's own in the background (they make "
+               "moving layers here cheap; within --mem-limit)");
   add_threads_option(app, a->threads);
   app.add_option("--secret-file", a->secret_file, "Cluster secret: any bytes, the same file on every device");
   app.add_option("--ca", a->ca, "Certificate mode: the cluster CA (from braid keygen)");

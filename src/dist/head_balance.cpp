@@ -148,6 +148,8 @@ void RingImpl::note_decode(const std::vector<std::pair<int, double>>& times) {
   const int window = opt.balance_window;
   std::lock_guard<std::mutex> lock(balance_mu);
   ++decode_tokens;
+  // Also what a re-plan prices workers without a profile by (head_speed.cpp).
+  for (const auto& [w, t] : times) record_run_time(*workers[static_cast<size_t>(w)], t);
   if (window <= 0) return;
   int culprit = -1;
   for (const auto& [w, t] : times) {
@@ -201,8 +203,8 @@ void RingImpl::rebalance(const std::string& why) {
   }
   std::unique_lock<std::shared_mutex> topo(topo_mu);
   // A worker that takes r times what it took after the last plan runs at 1/r of the
-  // speed its profile says. (One without a profile, after a fixed split, is measured
-  // now, at its current speed.)
+  // speed its profile says. (One without a measured profile, after a fixed split, is
+  // priced from its recent stage times, which show its current speed.)
   for (const auto& [w, r] : ratio) {
     DeviceProfile& p = workers[static_cast<size_t>(w)]->profile;
     for (double& x : p.layer_ms) x *= r;

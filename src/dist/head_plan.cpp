@@ -262,6 +262,23 @@ planner::Assignment to_assignment(const PlanResult& fixed, const Measured& m) {
 
 bool is_fixed(const HeadOptions& o) { return !o.split.empty(); }
 
+void profile_worker(RingImpl& r, RemoteWorker& w) {
+  proto::ProfileRequest req;
+  req.model_id = r.model_path;
+  req.model_sha256 = r.fingerprint;
+  req.context_length = static_cast<uint32_t>(r.opt.n_ctx);
+  // The other layers' times are estimated from their size.
+  const proto::Profile p = expect<proto::Profile>(
+      r.request_with_model(w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)), w.label());
+  w.name = p.device_name;
+  w.threads = static_cast<int>(p.threads);
+  w.profile.output_ms = p.output_ms;
+  w.profile.layer_ms = p.layer_ms;
+  w.profile.memory_bytes = p.memory_budget_bytes;
+  w.profile_derived = false;
+  ++r.profiles_requested;
+}
+
 }  // namespace
 
 PlanResult plan_ring(const Model& model, RingImpl& r) {
@@ -317,23 +334,13 @@ ClusterPlan plan_cluster(std::shared_ptr<const Model> model, const std::string& 
 }
 
 void measure_worker(RingImpl& r, RemoteWorker& w) {
-  if (!w.profile.layer_ms.empty()) return;
-  proto::ProfileRequest req;
-  req.model_id = r.model_path;
-  req.model_sha256 = r.fingerprint;
-  req.context_length = static_cast<uint32_t>(r.opt.n_ctx);
-  // The other layers' times are estimated from their size.
-  const proto::Profile p = expect<proto::Profile>(
-      r.request_with_model(w, make_frame(req), tensors_for_stage(r.model->gguf(), 0, 1, false)), w.label());
-  w.name = p.device_name;
-  w.threads = static_cast<int>(p.threads);
-  w.profile.output_ms = p.output_ms;
-  w.profile.layer_ms = p.layer_ms;
-  w.profile.memory_bytes = p.memory_budget_bytes;
+  if (w.profile.layer_ms.empty()) profile_worker(r, w);
+  if (w.probed) return;
   constexpr uint32_t kProbe = 256 * 1024;
   w.rtt_ms = best_probe(w, 0, 3, r.opt.io_timeout);
   const double big = best_probe(w, kProbe, 2, r.opt.io_timeout);
   w.bytes_per_s = std::clamp(2.0 * kProbe / (std::max(big - w.rtt_ms, 1e-3) / 1000.0), 1e5, 1e11);
+  w.probed = true;
 }
 
 PlanResult ring_plan_from(const planner::Plan& plan, const planner::Cluster& cluster, int first_layer,

@@ -4,7 +4,8 @@
 //
 //   1. break every chain: batches in flight wake with RingBroken and wait (await);
 //   2. ping every worker of the ring: the ones that do not answer are lost for good;
-//   3. re-plan on the survivors (head_replan.cpp) with the profiles the head has;
+//   3. re-plan on the survivors (head_replan.cpp) with the profiles the head has, or
+//      the speeds the survivors showed while they ran (no profiling);
 //   4. ASSIGN each survivor its new range (fresh KV caches), relink the chains;
 //   5. replay every live sequence's tokens through the new ring, which fills the caches
 //      with what they held (the same computation, so the same bits);
@@ -221,6 +222,7 @@ void RingImpl::replay_all() {
 }
 
 void RingImpl::apply_plan(const std::function<void()>& moved) {
+  const auto t0 = Clock::now();
   auto next =
       std::make_unique<Stage>(model, plan.head_first, plan.head_last, opt.n_ctx, opt.max_sequences, *pool);
   if (moved && stage) next->adopt_kv(*stage);
@@ -259,13 +261,26 @@ void RingImpl::apply_plan(const std::function<void()>& moved) {
     }
   }
   if (first) std::rethrow_exception(first);
+  const int64_t assign_ms = ms_since(t0);
   bool dialed_in = false;
   for (RemoteWorker* w : used) dialed_in = dialed_in || w->dialed_in;
   if (dialed_in) start_accepting(opt.accept);  // their new data links come in there
   if (moved) moved();                          // on the control links, before the data path runs again
+  const auto t1 = Clock::now();
   link_ring();
   stop_accepting();
-  if (!moved) replay_all();
+  const int64_t link_ms = ms_since(t1);
+  apply_note = cat("assign ", assign_ms, " ms, link ", link_ms, " ms");
+  if (!moved) {
+    size_t tokens = 0;
+    {
+      std::lock_guard<std::mutex> lock(seq_mu);
+      for (const auto& [seq, log] : sequences) tokens += log->tokens.size();
+    }
+    const auto t2 = Clock::now();
+    replay_all();
+    apply_note += cat(", replay of ", tokens, tokens == 1 ? " token " : " tokens ", ms_since(t2), " ms");
+  }
   reset_clocks();
 }
 
@@ -281,6 +296,10 @@ void RingImpl::recover(const std::string& why) {
   // a few fruitless ones: the loop ends.
   const size_t max_attempts = workers.size() + kMaxFruitlessAttempts;
   std::string problem;
+  // After an attempt on speeds derived from run time failed, the next ones profile: a
+  // worker may have refused layers beyond a memory budget the head did not know.
+  bool profile_derived = false;
+  int64_t plan_ms = 0;
   for (size_t attempt = 0; attempt < max_attempts && !stopping.load(); ++attempt) {
     // Workers the plan had left out may take layers now: new sessions (one that does
     // not answer stays out this time).
@@ -311,8 +330,13 @@ void RingImpl::recover(const std::string& why) {
       std::lock_guard<std::mutex> lock(state_mu);
       failures.clear();  // what was reported so far is what this attempt deals with
     }
+    bool derived = false;
     try {
-      plan = plan_survivors();
+      const auto t1 = Clock::now();
+      plan = plan_survivors(profile_derived);
+      plan_ms = ms_since(t1);
+      for (const auto& part : plan.parts)
+        derived = derived || (part.worker >= 0 && workers[static_cast<size_t>(part.worker)]->profile_derived);
       apply_plan();
       problem.clear();
       break;
@@ -326,6 +350,7 @@ void RingImpl::recover(const std::string& why) {
       stop_accepting();
       break_chains(problem);
       stop_chains(problem);
+      profile_derived = profile_derived || derived;
     }
   }
 
@@ -359,7 +384,10 @@ void RingImpl::recover(const std::string& why) {
     }
     failures = std::move(rest);
     state = failures.empty() ? State::kRunning : State::kRecovering;
-    log(cat(what, "; re-planned: ", describe_locked(), "; recovered in ", ms_since(t0), " ms"));
+    // Where the time went: the re-plan (profiles, if any), ASSIGN, relinking, replay.
+    log(cat(what, "; re-planned: ", describe_locked(), "; ",
+            speeds_note.empty() ? std::string() : speeds_note + ", ", "plan ", plan_ms, " ms, ", apply_note,
+            "; recovered in ", ms_since(t0), " ms"));
     start_supervision();  // heartbeats for workers that joined the ring again
   }
   state_cv.notify_all();

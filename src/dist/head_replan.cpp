@@ -1,11 +1,17 @@
-// Who runs what after a worker was lost: the planner over the workers that are left,
-// with the profiles and link measurements the head took at the start (a ring that began
-// with a fixed split never measured its workers: they are measured now). The head's
+// Who runs what after a worker was lost (or balancing re-plans): the planner over the
+// workers that are left, with the profiles and link measurements the head took at the
+// start. A ring that began with a fixed split never profiled its workers: each is priced
+// from the stage times it reported while it ran (head_speed.cpp), and only one that has
+// none (it never ran a decode token) is profiled now. Such a worker's memory budget is
+// unknown (only PROFILE reports it): the plan takes it as unbounded, as the fixed split
+// did, and a worker that refuses what it cannot hold (--mem-limit) fails the attempt;
+// the next one profiles the workers priced so (recover, head_recover.cpp). The head's
 // fixed share (HeadOptions::head_layers >= 0) stays; with head_layers < 0 the head may
 // take layers itself. The model's costs are priced as at the start (head_plan.cpp).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <future>
 
@@ -18,10 +24,17 @@ namespace braid::dist {
 namespace {
 
 constexpr double kOutOfReach = 1e8;  // ms: a device that may not run something
+constexpr uint64_t kUnknownMemory = uint64_t{1} << 50;  // bytes: a budget nobody reported
+
+std::string ms2(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", x);
+  return buf;
+}
 
 }  // namespace
 
-PlanResult RingImpl::plan_survivors() {
+PlanResult RingImpl::plan_survivors(bool profile_derived) {
   const HeadOptions& o = opt;
   const ModelConfig& c = model->config();
   const int h = std::max(0, o.head_layers);
@@ -31,7 +44,45 @@ PlanResult RingImpl::plan_survivors() {
   for (size_t i = 0; i < workers.size(); ++i)
     if (!workers[i]->lost.load() && workers[i]->control) alive.push_back(static_cast<int>(i));
   if (alive.empty() && !head_computes) throw NoPlacement("no worker is left to run the layers");
-  // All at once: after a fixed split none was measured, and each profile takes a while.
+  // Speeds: a measured profile, else the worker's own recent stage times (the same
+  // window the balancer judges by), else a profile now.
+  const size_t window = static_cast<size_t>(opt.balance_window > 0 ? opt.balance_window : 8);
+  std::string from_run, profiled;
+  int n_from_run = 0, n_profiled = 0;
+  {
+    std::lock_guard<std::mutex> lock(balance_mu);
+    for (int i : alive) {
+      RemoteWorker& w = *workers[static_cast<size_t>(i)];
+      if (w.profile_derived && profile_derived) {
+        w.profile = DeviceProfile{};
+        w.profile_derived = false;
+      }
+      if (w.profile.layer_ms.empty() || w.profile_derived) {
+        if (!profile_derived && derive_profile(*model, w, window)) {
+          from_run += cat(from_run.empty() ? "" : ", ", w.addr.str(), " ", ms2(recent_run_ms(w, window)),
+                          " ms for [", w.ran.first, ", ", w.ran.last, ")", w.ran.output ? " + output" : "");
+          ++n_from_run;
+        } else if (w.profile_derived) {  // no new times since: the speeds of the last re-plan
+          from_run += cat(from_run.empty() ? "" : ", ", w.addr.str(), " as before");
+          ++n_from_run;
+        } else if (w.profile.layer_ms.empty()) {
+          profiled += cat(profiled.empty() ? "" : ", ", w.addr.str());
+          ++n_profiled;
+        }
+      }
+    }
+  }
+  speeds_note.clear();
+  if (n_from_run > 0) speeds_note = cat(n_from_run, n_from_run == 1 ? " speed" : " speeds", " from run time");
+  if (n_profiled > 0) speeds_note += cat(speeds_note.empty() ? "" : ", ", "profiled ", n_profiled);
+  if (!speeds_note.empty()) {
+    log(cat("re-plan: ", from_run.empty() ? "" : "speeds from run time: " + from_run,
+            from_run.empty() || profiled.empty() ? "" : "; ",
+            profiled.empty() ? ""
+                              : cat("profiling ", profiled,
+                                    profile_derived ? " (a plan on speeds from run time failed)" : " (no decode times)")));
+  }
+  // All at once: each profile takes a while.
   for_each_parallel(alive.size(),
                     [this, &alive](size_t k) { measure_worker(*this, *workers[static_cast<size_t>(alive[k])]); });
   for (int i : alive) {
@@ -88,7 +139,7 @@ PlanResult RingImpl::plan_survivors() {
     d.name = w.addr.str();
     d.layer_ms.assign(w.profile.layer_ms.begin() + h, w.profile.layer_ms.end());
     d.output_ms = o.output_at_head ? kOutOfReach : w.profile.output_ms;
-    d.memory_bytes = w.profile.memory_bytes;
+    d.memory_bytes = w.profile.memory_bytes ? w.profile.memory_bytes : kUnknownMemory;
     cl.devices.push_back(d);
   }
   const size_t nd = cl.devices.size();

@@ -29,6 +29,16 @@
 
 namespace braid::dist {
 
+// What a worker's stage took per decode token in the range it runs now, as its replies
+// reported (head_speed.cpp): a re-plan prices the worker from these when it has no
+// profile, instead of profiling it.
+struct RunTimes {
+  int first = 0, last = 0;  // the range they were measured over
+  bool output = false;      // (and the output)
+  std::vector<double> ms;   // the most recent last, at most kKeep
+  static constexpr size_t kKeep = 32;
+};
+
 // One worker as the head sees it.
 struct RemoteWorker {
   net::Endpoint addr;
@@ -38,7 +48,12 @@ struct RemoteWorker {
   std::mutex control_mu;  // setup, teardown and diagnosis may overlap
   uint64_t session = 0;
   DeviceProfile profile;
+  // The profile was derived from `ran` (head_speed.cpp), not measured (PROFILE): its
+  // memory_bytes is 0, unknown.
+  bool profile_derived = false;
+  RunTimes ran;  // under RingImpl::balance_mu
   double rtt_ms = 0, bytes_per_s = 0;
+  bool probed = false;  // rtt_ms and bytes_per_s are measured
   int first = 0, last = 0;         // assigned layers
   std::set<std::string> streamed;  // tensors sent to it (a worker without the model file)
   bool output = false;             // runs the output norm + head
@@ -190,14 +205,21 @@ class RingImpl : public Ring {
   // Pings every worker of the ring; marks the ones that do not answer lost.
   void find_lost();
   // Who runs what now, over the workers not lost (head_replan.cpp). Throws NoPlacement.
-  PlanResult plan_survivors();
+  // Workers without a profile are priced from their run times where they have them
+  // (their memory budgets then unknown, unbounded), else profiled; with profile_derived
+  // every worker whose profile was derived is profiled now (a plan on derived speeds
+  // failed: a worker may have refused layers it cannot hold). speeds_note says which.
+  PlanResult plan_survivors(bool profile_derived = false);
+  std::string speeds_note;  // "speeds from run time" / "profiled 2 workers" (last re-plan)
   // Every live sequence's tokens through the rebuilt ring (fills the KV caches).
   void replay_all();
   // Puts `plan` in place: the head's stage, ASSIGN (or LOAD), links, replay, a new epoch.
   // Under topo_mu, with the old chains stopped. With `moved` (balancing) the caches of
   // layers that stay on a device are kept (ASSIGN keep_kv), moved() stores the rows of
-  // the layers that changed hands, and nothing is replayed.
+  // the layers that changed hands, and nothing is replayed. apply_note says where its
+  // time went ("assign 12 ms, link 3 ms, replay of 40 tokens 610 ms").
   void apply_plan(const std::function<void()>& moved = nullptr);
+  std::string apply_note;
 
   // ---- Runtime balancing (head_balance.cpp) ----
   // One decode token's stage times (worker index, ms), from run_batch.
@@ -241,6 +263,7 @@ class RingImpl : public Ring {
   std::thread supervisor;
   std::mutex seq_mu;
   std::map<uint64_t, SequenceLog*> sequences;
+  std::atomic<int> profiles_requested{0};  // PROFILE_REQUESTs sent (setup and re-plans)
   std::vector<double> head_layer_ms;  // the head's profile, once measured for a re-plan
   double head_output_ms = 0;
   uint64_t head_memory = 0;
@@ -298,10 +321,24 @@ void for_each_parallel(size_t n, Fn fn) {
   if (first) std::rethrow_exception(first);
 }
 
-// Has worker w profile the ring's model (time per layer, output, memory budget) and
-// probes its link (round trip, bandwidth), unless it already has a profile. A worker
-// without the model file gets the small tensors and the first layer to time.
+// Has worker w profile the ring's model (time per layer, output, memory budget), unless
+// it already has a profile, and probes its link (round trip, bandwidth), unless it was
+// probed. A worker without the model file gets the small tensors and the first layer to
+// time.
 void measure_worker(RingImpl& r, RemoteWorker& w);
+
+// ---- Speeds from run time (head_speed.cpp) ----
+// Adds one decode token's time of w's stage (under balance_mu, with w's range stable:
+// under a shared topo_mu). A new range starts a new record.
+void record_run_time(RemoteWorker& w, double ms);
+// w.profile from its last `window` run times: the median stage time spread over every
+// layer and the output by their weight bytes (ms per byte, as measure_profile estimates
+// layers it cannot time), memory_bytes 0 (unknown); sets w.profile_derived. False (w
+// unchanged) with fewer than kMinRunTimes of them. Under balance_mu.
+constexpr size_t kMinRunTimes = 3;
+bool derive_profile(const Model& model, RemoteWorker& w, size_t window);
+// The median of w.ran's last `window` times (0 when none), for the log.
+double recent_run_ms(const RemoteWorker& w, size_t window);
 
 // The planner's assignment in the model's layer numbers, as the ring runs it: the head
 // runs layers [0, first_layer) itself before the planned ones (the planner's layer 0 is

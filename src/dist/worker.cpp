@@ -26,6 +26,10 @@ void Session::close() {
   closed = true;
   for (auto* c : {&out, &in, &control})
     if (*c) (*c)->interrupt();
+  // A data thread may be padding a batch for the emulated slowdown: after the process
+  // was stopped that lasts (slowdown - 1) x the stop, and the thread keeps the session
+  // and its links until it is done. Its batch has nowhere to go now.
+  if (stage) stage->stop_padding();
   cv.notify_all();
 }
 
@@ -281,6 +285,7 @@ void Worker::Impl::handle_request(Incoming& in, Session& s, net::Connection& con
         s.label = cat("layers [", first, ", ", last, ")", s.run_output ? " + output" : "");
       }
       log(cat("session ", s.id, ": ", s.label, " of ", s.model_path));
+      start_preload(s);  // the layers around it, in the background (worker_preload.cpp)
       proto::Loaded reply;
       reply.first_layer = l->first_layer;
       reply.last_layer = l->last_layer;

@@ -73,6 +73,7 @@ void Worker::Impl::assign(Session& s, const proto::Assign& a, net::Connection& c
   }
   log(cat("session ", s.id, ": re-planned (epoch ", a.epoch, ", after batch ", batches.load(), "): now ",
           s.label, a.keep_kv ? ", caches of the layers that stay kept" : ""));
+  start_preload(s);  // the layers around the new range
   proto::Loaded reply;
   reply.first_layer = a.first_layer;
   reply.last_layer = a.last_layer;

@@ -18,6 +18,7 @@
 #include "braid/thread_pool.h"
 #include "braid/transport.h"
 #include "dist/transport_frames.h"
+#include "dist/worker_preload.h"
 #include "dist/worker_stage.h"
 #include "dist/worker_stream.h"
 
@@ -70,7 +71,12 @@ struct Session {
   uint64_t links_gen = 0;
   int data_threads = 0;
 
-  // Interrupts every link; threads serving them end soon after.
+  // Warms the layers around the stage's range (worker_preload.h). Last, so that its
+  // thread stops first.
+  std::unique_ptr<Preloader> preloader;
+
+  // Interrupts every link and ends the stage's padding; threads serving them end soon
+  // after.
   void close();
 };
 
@@ -95,6 +101,9 @@ struct Worker::Impl {
   uint64_t stage_bytes(const Session& s, int first, int last, bool output) const;
   // ASSIGN (worker_assign.cpp): a new layer range for a session after the head re-planned.
   void assign(Session& s, const proto::Assign& a, net::Connection& conn);
+  // After LOAD or ASSIGN: warm the neighbouring layers within the memory budget, in the
+  // background (worker_preload.cpp; off with WorkerOptions::preload false).
+  void start_preload(Session& s);
   // KV_ROWS (worker_assign.cpp): a sequence's cache rows leave (kFetch) or arrive (kRows)
   // when balancing moves layers.
   void kv_rows(Session& s, const proto::KvRows& k, uint64_t seq, net::Connection& conn);

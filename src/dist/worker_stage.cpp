@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <thread>
 
 #include "braid/error.h"
 
@@ -29,7 +28,18 @@ Stage::Stage(std::shared_ptr<const Model> model, int first, int last, int n_ctx,
 
 void Stage::pad(double seconds) {
   const double slowdown = slowdown_.load();
-  if (slowdown > 1.0) std::this_thread::sleep_for(std::chrono::duration<double>(seconds * (slowdown - 1.0)));
+  if (slowdown <= 1.0) return;
+  std::unique_lock<std::mutex> lock(pad_mu_);
+  pad_cv_.wait_for(lock, std::chrono::duration<double>(seconds * (slowdown - 1.0)),
+                   [&] { return pad_stopped_; });
+}
+
+void Stage::stop_padding() {
+  {
+    std::lock_guard<std::mutex> lock(pad_mu_);
+    pad_stopped_ = true;
+  }
+  pad_cv_.notify_all();
 }
 
 void Stage::run(uint64_t seq, int pos0, int n, float* hidden) {
@@ -45,6 +55,7 @@ void Stage::run(uint64_t seq, int pos0, int n, float* hidden) {
       check(static_cast<int>(kv_.size()) < max_seqs_, "too many sequences at once (", max_seqs_, ")");
       check(pos0 == 0, "sequence ", seq, " is new but starts at position ", pos0);
       it = kv_.emplace(seq, std::make_unique<KVCache>(model_->config(), first_, last_, n_ctx_)).first;
+      open_.store(static_cast<int>(kv_.size()));
     }
     KVCache& kv = *it->second;
     check(pos0 <= kv.n_pos(), "position ", pos0, " is beyond the ", kv.n_pos(), " the sequence holds");
@@ -72,6 +83,7 @@ void Stage::output(const float* hidden, int rows, float* logits) {
 void Stage::end(uint64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
   kv_.erase(seq);
+  open_.store(static_cast<int>(kv_.size()));
 }
 
 void Stage::truncate(uint64_t seq, int keep) {
@@ -117,6 +129,7 @@ void Stage::import_kv(uint64_t seq, int first, int last, int pos0, int n, const 
   if (it == kv_.end()) {
     check(static_cast<int>(kv_.size()) < max_seqs_, "too many sequences at once (", max_seqs_, ")");
     it = kv_.emplace(seq, std::make_unique<KVCache>(model_->config(), first_, last_, n_ctx_)).first;
+    open_.store(static_cast<int>(kv_.size()));
   }
   KVCache& kv = *it->second;
   const size_t d = static_cast<size_t>(kv.kv_dim()), rows = static_cast<size_t>(n) * d;
@@ -154,9 +167,6 @@ void Stage::adopt_kv(const Stage& old) {
   }
 }
 
-int Stage::open_sequences() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(kv_.size());
-}
+int Stage::open_sequences() const { return open_.load(); }
 
 }  // namespace braid::dist

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -40,6 +41,9 @@ class Stage {
   void end(uint64_t seq);
   // Keeps the first `keep` positions of a sequence (no-op when unknown).
   void truncate(uint64_t seq, int keep);
+  // Sequences with a cache here. Lock-free: heartbeats ask while a batch holds the
+  // stage, and a batch longer than the head's failure timeout must not make a healthy
+  // worker look lost.
   int open_sequences() const;
 
   // ---- Moving KV caches between stages (runtime balancing) ----
@@ -60,6 +64,12 @@ class Stage {
   // A device that got slower or faster while it runs (thermal throttling, in tests and
   // benchmarks): applies from the next batch on. Thread-safe.
   void set_slowdown(double slowdown) { slowdown_.store(slowdown); }
+  // Ends the slowdown's padding of a run in progress at once, and skips it from then on:
+  // the session that owns the stage is over and its batch is abandoned. (A batch's
+  // measured time includes any time the process was stopped, so after a SIGSTOP the
+  // padding can last minutes; the session's links stay open until the data thread is
+  // done with it.) Thread-safe.
+  void stop_padding();
 
   // Seconds spent computing so far (without the slowdown padding), for stage timings.
   double busy_seconds() const { return busy_s_; }
@@ -71,8 +81,12 @@ class Stage {
   int first_, last_, n_ctx_, max_seqs_;
   ThreadPool& pool_;
   std::atomic<double> slowdown_;
-  mutable std::mutex mu_;  // the pool is not reentrant; sequences share it
+  std::mutex pad_mu_;
+  std::condition_variable pad_cv_;
+  bool pad_stopped_ = false;  // under pad_mu_
+  mutable std::mutex mu_;     // the pool is not reentrant; sequences share it
   std::map<uint64_t, std::unique_ptr<KVCache>> kv_;
+  std::atomic<int> open_{0};  // kv_.size(), for open_sequences()
   double busy_s_ = 0;
 };
 
