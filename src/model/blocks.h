@@ -9,18 +9,20 @@
 #include "braid/kv_cache.h"
 #include "braid/model.h"
 #include "braid/thread_pool.h"
+#include "base/aligned_vector.h"
 
 namespace braid::detail {
 
-// Buffers for one chunk of tokens, reused across the blocks of a run_layers call.
+// Buffers for one chunk of tokens, reused across the blocks of a run_layers call;
+// cache-line aligned, as the kernels read them with 64-byte loads.
 struct BlockScratch {
   BlockScratch(const ModelConfig& c, int n_tokens);
-  std::vector<float> xn;                  // normalized input [n][dim]
-  std::vector<float> q;                   // queries [n][q_dim] (gpt2: fused qkv [n][3 dim])
-  std::vector<float> attn;                // attention output [n][q_dim]
-  std::vector<float> proj;                // projection back to the residual [n][dim]
-  std::vector<float> ffn_a, ffn_b;        // [n][ffn_dim]
-  std::vector<float> rope_cos, rope_sin;  // [n][rope_dim / 2]
+  AlignedVector<float> xn;                  // normalized input [n][dim]
+  AlignedVector<float> q;                   // queries [n][q_dim] (gpt2: fused qkv [n][3 dim])
+  AlignedVector<float> attn;                // attention output [n][q_dim]
+  AlignedVector<float> proj;                // projection back to the residual [n][dim]
+  AlignedVector<float> ffn_a, ffn_b;        // [n][ffn_dim]
+  AlignedVector<float> rope_cos, rope_sin;  // [n][rope_dim / 2]
 };
 
 struct BlockArgs {

@@ -82,7 +82,7 @@ void Model::run_layers(int first, int last, float* hidden, int n_tokens, int pos
 void Model::output(const float* hidden, int n_tokens, float* logits, ThreadPool& pool) const {
   const ModelConfig& c = config_;
   check(n_tokens >= 0, "output: bad batch of ", n_tokens, " tokens");
-  std::vector<float> xn(static_cast<size_t>(std::min(n_tokens, kChunkTokens)) * static_cast<size_t>(c.dim));
+  AlignedVector<float> xn(static_cast<size_t>(std::min(n_tokens, kChunkTokens)) * static_cast<size_t>(c.dim));
   for (int t0 = 0; t0 < n_tokens; t0 += kChunkTokens) {
     const int n = std::min(kChunkTokens, n_tokens - t0);
     const float* x = hidden + static_cast<int64_t>(t0) * c.dim;
