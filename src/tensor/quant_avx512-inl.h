@@ -21,11 +21,14 @@
 // q8_0 multiplies |w| by x with w's sign (so its lanes are exact sums of w * x). Record
 // offsets are constants here and checked against act_layout once per call.
 
+// Clang takes a function's own target attribute instead of Highway's target pragma, so
+// the AVX3 baseline (F, BW, DQ, VL) is spelled out too.
 #if HWY_TARGET == HWY_AVX3_DL
-#define BRAID_VNNI __attribute__((target("avx512vnni,avx512vbmi,avx512bitalg")))
+#define BRAID_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi,avx512bitalg")))
 #define BRAID_AVX512_VBMI 1
 #else
-#define BRAID_VNNI __attribute__((target("avx512vnni")))
+#define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define BRAID_AVX512_VBMI 0
 #endif
 
