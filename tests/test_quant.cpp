@@ -674,7 +674,9 @@ TEST(QuantSimd, TileIsBitIdenticalToDotRows) {
   for_each_target([] {
     for (DType t : kTypes) {
       const int64_t k = dtype_info(t).block_size == 256 ? 768 : 160;
-      const int64_t rows = 11, n = 9;
+      // Rows past a multiple of 8 and token counts around the AVX-512 kernels' groups of
+      // 16 (padded groups, leftovers decoded token by token, passes of 64).
+      const int64_t rows = 20, n = 70;
       const Case c = random_case(t, k, rows, 99);
       ActBuf buf(t, k, n);
       std::mt19937 gen(5);
@@ -684,8 +686,8 @@ TEST(QuantSimd, TileIsBitIdenticalToDotRows) {
         for (auto& v : x) v = nd(gen);
         quant_activation(t, x.data(), k, buf.at(i));
       }
-      for (int64_t nn : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{5}, n}) {
-        const size_t ldy = 13;
+      for (int64_t nn : {1, 3, 4, 5, 9, 16, 17, 18, 20, 33, 64, 66, 70}) {
+        const size_t ldy = rows + 2;
         std::vector<float> tile(static_cast<size_t>(nn) * ldy, -7.0f);
         quant_matmul_tile(t, c.w.data(), c.stride, 1, rows, buf.at(), buf.bytes, nn, k, tile.data(), ldy);
         for (int64_t i = 0; i < nn; ++i) {

@@ -227,10 +227,11 @@ struct KQ8_0 {
 
   int64_t Units() const { return (nb + 3) / 4; }
 
-  BRAID_VNNI HWY_INLINE Dec Decode(const uint8_t* r, int64_t u) const {
+  // Unit u's codes: q[h] holds blocks 2h, 2h+1 (natural order), dw[h] their scales in
+  // lanes 0..7 and 8..15. Blocks past the row's end read as zero.
+  BRAID_VNNI HWY_INLINE void Codes(const uint8_t* r, int64_t u, __m512i (&q)[2], __m512 (&dw)[2]) const {
     const uint8_t* p = r + u * 4 * kBlock;
     const int64_t left = nb - 4 * u;
-    Dec d;
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ph = p + 2 * h * kBlock;
       const int64_t blocks = left - 2 * h;  // blocks present in this half
@@ -242,10 +243,18 @@ struct KQ8_0 {
         l0 = LoadMasked(ph, blocks > 0 ? kBlock : 0);
         l1 = _mm512_setzero_si512();
       }
-      const __m512i q = Gather2(l0, idx_qs, l1);
-      d.wabs[h] = _mm512_abs_epi8(q);
-      d.neg[h] = _mm512_movepi8_mask(q);
-      d.dw[h] = F16x16(Gather2(l0, idx_d, l1));
+      q[h] = Gather2(l0, idx_qs, l1);
+      dw[h] = F16x16(Gather2(l0, idx_d, l1));
+    }
+  }
+
+  BRAID_VNNI HWY_INLINE Dec Decode(const uint8_t* r, int64_t u) const {
+    __m512i q[2];
+    Dec d;
+    Codes(r, u, q, d.dw);
+    for (int h = 0; h < 2; ++h) {
+      d.wabs[h] = _mm512_abs_epi8(q[h]);
+      d.neg[h] = _mm512_movepi8_mask(q[h]);
     }
     return d;
   }
@@ -446,6 +455,7 @@ struct KQ6K {
 #define BRAID_TILE_ATTR BRAID_VNNI
 #include "tensor/quant_tile-inl.h"
 #undef BRAID_TILE_ATTR
+#include "tensor/quant_lanes-inl.h"
 
 BRAID_VNNI bool Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
                          size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
@@ -453,20 +463,20 @@ BRAID_VNNI bool Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, i
   const ActLayout L = act_layout(t, k);
   switch (t) {
     case DType::Q8_0: {
-      KQ8_0 kern;
-      return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
+      lanes::LQ8_0 kern;
+      return lanes::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     case DType::Q4_0: {
-      KNibble<DType::Q4_0> kern;
-      return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
+      lanes::LNibble<DType::Q4_0> kern;
+      return lanes::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     case DType::Q4_1: {
       KNibble<DType::Q4_1> kern;
       return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     case DType::Q5_0: {
-      KNibble<DType::Q5_0> kern;
-      return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
+      lanes::LNibble<DType::Q5_0> kern;
+      return lanes::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     case DType::Q5_1: {
       KNibble<DType::Q5_1> kern;

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "base/aligned_vector.h"
 #include "braid/dtype.h"
 #include "tensor/quant_act.h"
 #include "tensor/quant_blocks.h"

@@ -1,0 +1,384 @@
+// AVX-512 VNNI kernels for q4_0, q5_0 and q8_0 that put tokens in the vector lanes for
+// prefill and rows in the lanes for decode, both summing in one canonical order. Included
+// by quant_avx512-inl.h (after its KNibble / KQ8_0 kernels, whose Decode they reuse)
+// inside the HWY_AVX3_DL and HWY_AVX3 target namespaces.
+//
+// Why: the tile driver (quant_tile-inl.h) keeps the elements of a block in the lanes, so
+// every (row, token, 4 blocks) pays a scale multiply, a conversion and an FMA on top of
+// its two vpdpbusd: 5 vector operations per 128 multiply-adds. With 16 tokens in the
+// lanes, one vpdpbusd takes 4 weight bytes broadcast from memory against 4 bytes of each
+// of 16 tokens, and the f32 work is paid once per (row, block, 16 tokens): 11 operations
+// per 512 multiply-adds (q4_0 prefill 1.8x fewer operations, measured in
+// docs/benchmarks.md). Weights are broadcast from a small per-tile scratch, decoded once
+// per 8 rows and up to 64 tokens: nothing is repacked in memory, so RSS stays the file.
+//
+// The canonical order, which decode and prefill both follow so that their results agree
+// bit for bit (recovery replays a sequence as a batch and must rebuild exactly the cache
+// that decode built token by token):
+//
+//   y = 0;  for each block b in order:  y = fma(float(isum_b), dw_b * dx_b, y)
+//
+// isum_b is the block's exact integer dot product (weights with their code offset, the
+// activation's 8-bit values), dw_b and dx_b the weight and activation block scales.
+//
+// Integer forms. vpdpbusd multiplies unsigned by signed bytes, and only the signed
+// operand can be broadcast from memory, so prefill feeds the weights as signed bytes
+// (s = q - 8 for q4_0, q - 16 for q5_0, q for q8_0) and the activations as unsigned
+// x + 128, starting each block's sum at -128 * sum(s) (kept in the scratch):
+// sum((x + 128) s) - 128 sum(s) = sum(x s). Decode keeps the tile kernels' forms
+// (quant_avx512-inl.h); both give the same integers.
+namespace lanes {
+
+constexpr int kGroup = 16;  // tokens per panel group: one per f32 lane
+constexpr int kRows = 8;    // rows per prefill tile (8 accumulators + 8 activation vectors)
+constexpr int kMaxPass = 64;  // tokens per pass (4 groups: the panel stays in L2)
+// Below this many tokens in a group, decoding token by token is cheaper than a group
+// whose lanes are mostly padding (prefill costs the same for 1 or 16 tokens).
+constexpr int kMinGroup = 4;
+// A unit's bytes in a group's panel: 32 vectors of activation bytes, 4 of scales.
+constexpr int64_t kUnitPanel = 36 * 64;
+
+// Lane 4b + j (j = 0..3) of a 16-lane vector belongs to block b of a 4-block unit.
+BRAID_VNNI inline __m512i LaneBlock() { return _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2); }
+
+// Four rows' per-block partial sums (lanes 4b..4b+3 of each hold block b's partials, in
+// any split) into one vector whose lane 4b + i is row i's sum for block b (exact).
+BRAID_VNNI HWY_INLINE __m512i TransposeReduce(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+// Four rows' block scales (lanes 4b..4b+3 of each = its scale of block b) into lane
+// 4b + i = row i's scale of block b.
+BRAID_VNNI HWY_INLINE __m512 BlendRows(const __m512 (&dw)[4]) {
+  __m512 v = dw[0];
+  v = _mm512_mask_mov_ps(v, 0x2222, dw[1]);
+  v = _mm512_mask_mov_ps(v, 0x4444, dw[2]);
+  return _mm512_mask_mov_ps(v, 0x8888, dw[3]);
+}
+
+// 16 x 16 transpose of 32-bit elements: out[j] lane i = r[i] lane j.
+BRAID_VNNI HWY_INLINE void Transpose16(const __m512i (&r)[16], __m512i (&out)[16]) {
+  __m512i u[4][4];  // u[Q][c]: 128-bit lane L holds rows 4Q..4Q+3 of element 4L + c
+  for (int q = 0; q < 4; ++q) {
+    const __m512i* x = r + 4 * q;
+    const __m512i t0 = _mm512_unpacklo_epi32(x[0], x[1]), t1 = _mm512_unpackhi_epi32(x[0], x[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(x[2], x[3]), t3 = _mm512_unpackhi_epi32(x[2], x[3]);
+    u[q][0] = _mm512_unpacklo_epi64(t0, t2);
+    u[q][1] = _mm512_unpackhi_epi64(t0, t2);
+    u[q][2] = _mm512_unpacklo_epi64(t1, t3);
+    u[q][3] = _mm512_unpackhi_epi64(t1, t3);
+  }
+  for (int c = 0; c < 4; ++c) {  // 4 x 4 transpose of 128-bit lanes
+    const __m512i v0 = _mm512_shuffle_i32x4(u[0][c], u[1][c], 0x44), v1 = _mm512_shuffle_i32x4(u[0][c], u[1][c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[2][c], u[3][c], 0x44), v3 = _mm512_shuffle_i32x4(u[2][c], u[3][c], 0xEE);
+    out[0 + c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    out[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    out[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    out[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+// Lane 4b + j of the result takes lanes 2j, 2j+1 of block b's eight, where a holds
+// blocks 0, 1 (lanes 0..7, 8..15) and b blocks 2, 3: per-block partial sums of eight
+// lanes each into the four-lane layout of TransposeReduce.
+BRAID_VNNI HWY_INLINE __m512i PairsToQuads(__m512i a, __m512i b) {
+  const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  return _mm512_add_epi32(_mm512_permutex2var_epi32(a, ie, b), _mm512_permutex2var_epi32(a, io, b));
+}
+
+// Scales of blocks 0, 1 (lanes 0..7, 8..15 of a) and 2, 3 (of b) into lanes 4b..4b+3.
+BRAID_VNNI HWY_INLINE __m512 PairsToQuadsPs(__m512 a, __m512 b) {
+  return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24), b);
+}
+
+// ---------------------------------------------------------------- types
+
+// Nibble types without a min (q4_0, q5_0): codes 0..15 / 0..31 minus kOff.
+template <DType kType>
+struct LNibble {
+  using K = KNibble<kType>;
+  static constexpr int kOff = kType == DType::Q4_0 ? 8 : 16;
+  K k;
+
+  // Record half h (64 bytes of qs) dword d holds elements 4(d%4) + 16h .. of block d/4:
+  // its slot among the unit's 32 panel vectors (block j at 8j, element group g at +g).
+  static int Slot(int h, int d) { return (d / 4) * 8 + (d % 4) + 4 * h; }
+
+  // Decode: this row's unit u against the activation record: per-block partial sums and
+  // the weight scales, both with block b in lanes 4b..4b+3.
+  BRAID_VNNI HWY_INLINE void Partials(const uint8_t* row, int64_t u, const char* rec, __m512i& s, __m512& dw) const {
+    const auto d = k.Decode(row, u);
+    s = _mm512_loadu_si512(rec + K::kEbias);
+    s = _mm512_dpbusd_epi32(s, d.lo, _mm512_loadu_si512(rec));
+    s = _mm512_dpbusd_epi32(s, d.hi, _mm512_loadu_si512(rec + 64));
+    dw = d.dw;
+  }
+
+  // Prefill: unit u of a row as signed weights in natural element order (blocks 0, 1 in
+  // w[0], blocks 2, 3 in w[1]) and the block scales in lanes 4b..4b+3.
+  BRAID_VNNI HWY_INLINE void Weights(const uint8_t* row, int64_t u, __m512i (&w)[2], __m512& dw) const {
+    const auto d = k.Decode(row, u);
+    // lo / hi: 128-bit lane j = block j's elements 0..15 / 16..31.
+    const __m512i off = _mm512_set1_epi8(kOff);
+    w[0] = _mm512_sub_epi8(_mm512_permutex2var_epi64(d.lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), d.hi), off);
+    w[1] = _mm512_sub_epi8(_mm512_permutex2var_epi64(d.lo, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), d.hi), off);
+    dw = d.dw;
+  }
+};
+
+struct LQ8_0 {
+  using K = KQ8_0;
+  K k;
+
+  // Record half h (blocks 2h, 2h+1 in natural order) dword d: block 2h + d/8, group d%8.
+  static int Slot(int h, int d) { return (2 * h + d / 8) * 8 + d % 8; }
+
+  BRAID_VNNI HWY_INLINE void Partials(const uint8_t* row, int64_t u, const char* rec, __m512i& s, __m512& dw) const {
+    __m512i q[2];
+    __m512 dh[2];
+    k.Codes(row, u, q, dh);
+    __m512i sh[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i y = _mm512_loadu_si512(rec + 64 * h);
+      const __mmask64 neg = _mm512_movepi8_mask(q[h]);
+      sh[h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(q[h]),
+                                  _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y));
+    }
+    s = PairsToQuads(sh[0], sh[1]);
+    dw = PairsToQuadsPs(dh[0], dh[1]);
+  }
+
+  BRAID_VNNI HWY_INLINE void Weights(const uint8_t* row, int64_t u, __m512i (&w)[2], __m512& dw) const {
+    __m512 dh[2];
+    k.Codes(row, u, w, dh);
+    dw = PairsToQuadsPs(dh[0], dh[1]);
+  }
+};
+
+// ---------------------------------------------------------------- decode
+
+// y[r - r0] = row r . the activation at x, rows in lanes, 4 at a time.
+template <class T>
+BRAID_VNNI void DecodeRows(const T& kt, const ActLayout& L, const uint8_t* W, size_t stride, int64_t r0, int64_t r1,
+                           const char* x, float* y) {
+  const int64_t units = kt.k.Units();
+  const int64_t unit_bytes = static_cast<int64_t>(stride) / (units > 0 ? units : 1);
+  const __m512i lane_block = LaneBlock();
+  for (int64_t r = r0; r < r1; r += 4) {
+    const uint8_t* p[4];
+    for (int i = 0; i < 4; ++i) p[i] = W + std::min(r + i, r1 - 1) * stride;  // pad with the last row
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t u = 0; u < units; ++u) {
+      const char* rec = x + u * static_cast<int64_t>(L.rec);
+      __m512i s[4];
+      __m512 dw[4];
+      for (int i = 0; i < 4; ++i) {
+        // Stream prefetch (see tile::kPrefetchAhead): the rows follow each other in memory.
+        const char* pf = reinterpret_cast<const char*>(p[i] + u * unit_bytes) + tile::kPrefetchAhead;
+        _mm_prefetch(pf, _MM_HINT_T0);
+        _mm_prefetch(pf + 64, _MM_HINT_T0);
+        kt.Partials(p[i], u, rec, s[i], dw[i]);
+      }
+      const __m512 f = _mm512_cvtepi32_ps(TransposeReduce(s[0], s[1], s[2], s[3]));
+      const __m512 dx = _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(rec + L.dx))));
+      const __m512 sc = _mm512_mul_ps(BlendRows(dw), dx);
+      acc = _mm_fmadd_ps(_mm512_castps512_ps128(f), _mm512_castps512_ps128(sc), acc);
+      acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(sc, 1), acc);
+      acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 2), _mm512_extractf32x4_ps(sc, 2), acc);
+      acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(f, 3), _mm512_extractf32x4_ps(sc, 3), acc);
+    }
+    alignas(16) float out[4];
+    _mm_store_ps(out, acc);
+    for (int i = 0; i < 4 && r + i < r1; ++i) y[r + i - r0] = out[i];
+  }
+}
+
+// ---------------------------------------------------------------- prefill
+
+// Per-thread buffers, grown as needed and kept (cache-line aligned).
+struct Scratch {
+  AlignedVector<char> panel;     // groups x units x kUnitPanel
+  AlignedVector<int8_t> w;       // [unit][row of tile][128]: signed weights, natural order
+  AlignedVector<int32_t> corr;   // [block][row of tile]: -128 * sum of the block's weights
+  AlignedVector<float> dw;       // [block][row of tile]: the block's scale
+};
+
+inline Scratch& ThreadScratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
+// The activation panel of m <= kMaxPass tokens (records at x, xq_stride apart): per group
+// of 16 tokens and unit, 32 vectors whose lane t holds 4 bytes (x + 128) of token t, in
+// the slots of T::Slot, then 4 vectors of the unit's block scales (lane t: token t's).
+template <class T>
+BRAID_VNNI void BuildPanel(const ActLayout& L, const char* x, size_t xq_stride, int64_t m, char* panel) {
+  const int64_t units = L.units;
+  const int64_t groups = (m + kGroup - 1) / kGroup;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t t0 = g * kGroup, valid = std::min<int64_t>(kGroup, m - t0);
+    for (int64_t u = 0; u < units; ++u) {
+      char* out = panel + (g * units + u) * kUnitPanel;
+      for (int h = 0; h < 2; ++h) {
+        __m512i r[16], c[16];
+        for (int t = 0; t < kGroup; ++t) {
+          r[t] = t < valid ? _mm512_loadu_si512(x + (t0 + t) * static_cast<int64_t>(xq_stride) + u * static_cast<int64_t>(L.rec) + L.qs + 64 * h)
+                           : _mm512_setzero_si512();
+        }
+        Transpose16(r, c);
+        for (int d = 0; d < 16; ++d) _mm512_store_si512(out + T::Slot(h, d) * 64, _mm512_xor_si512(c[d], flip));
+      }
+      float* dx = reinterpret_cast<float*>(out + 32 * 64);
+      for (int j = 0; j < 4; ++j) {
+        for (int t = 0; t < kGroup; ++t) {
+          float v = 0.0f;
+          if (t < valid) std::memcpy(&v, x + (t0 + t) * static_cast<int64_t>(xq_stride) + u * static_cast<int64_t>(L.rec) + L.dx + 4 * j, 4);
+          dx[16 * j + t] = v;
+        }
+      }
+    }
+  }
+}
+
+// kRows rows (scratch of Prepare) x one group of the panel: acc[i] lane t = row i . token t.
+// Also prefetches pf_lines cache lines from pf, spread over the blocks: the next tile's
+// weights, which Prepare would otherwise wait for from DRAM with nothing to overlap.
+BRAID_VNNI HWY_INLINE void GroupTile(const Scratch& s, int64_t nb, const char* group, const char* pf, int64_t pf_lines,
+                                     __m512 (&acc)[kRows]) {
+  const int64_t pf_per_block = nb > 0 ? (pf_lines + nb - 1) / nb : 0;
+  for (int i = 0; i < kRows; ++i) acc[i] = _mm512_setzero_ps();
+  const int8_t* w = s.w.data();
+  const int32_t* corr = s.corr.data();
+  const float* dw = s.dw.data();
+  for (int64_t b = 0; b < nb; ++b) {
+    const char* pb = group + (b / 4) * kUnitPanel;
+    const int j = static_cast<int>(b % 4);
+    for (int64_t l = b * pf_per_block; l < std::min(pf_lines, (b + 1) * pf_per_block); ++l)
+      _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+    __m512i xv[8];
+    for (int g = 0; g < 8; ++g) xv[g] = _mm512_load_si512(pb + (8 * j + g) * 64);
+    const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(pb + 32 * 64) + 16 * j);
+    const int8_t* wb = w + (b / 4) * (kRows * 128) + j * 32;
+    // Eight independent vpdpbusd chains (one per row) interleaved: one row's chain of 8
+    // alone would wait on vpdpbusd's latency.
+    __m512i v[kRows];
+    for (int i = 0; i < kRows; ++i) v[i] = _mm512_set1_epi32(corr[b * kRows + i]);
+    for (int g = 0; g < 8; ++g) {
+      for (int i = 0; i < kRows; ++i) {
+        int32_t q;
+        std::memcpy(&q, wb + 128 * i + 4 * g, 4);
+        v[i] = _mm512_dpbusd_epi32(v[i], xv[g], _mm512_set1_epi32(q));
+      }
+    }
+    for (int i = 0; i < kRows; ++i)
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v[i]), _mm512_mul_ps(dx, _mm512_set1_ps(dw[b * kRows + i])), acc[i]);
+  }
+}
+
+// Rows [r, r + kRows) (clamped to r1) into the scratch: weights, corrections, scales.
+template <class T>
+BRAID_VNNI void Prepare(const T& kt, const uint8_t* W, size_t stride, int64_t r, int64_t r1, int64_t units, Scratch& s) {
+  static_assert(kRows == 8, "the transposes below interleave two groups of four rows");
+  const uint8_t* rows[kRows];
+  for (int i = 0; i < kRows; ++i) rows[i] = W + std::min(r + i, r1 - 1) * stride;
+  const __m512i ones = _mm512_set1_epi8(1);
+  // Lane l of the [block j][row i] layout (8 rows per block, two blocks per vector) takes
+  // lane 4j + i of the rows 0..3 vector or lane 4j + i - 4 of the rows 4..7 one.
+  alignas(64) int32_t lo_idx[16], hi_idx[16];
+  for (int l = 0; l < 16; ++l) {
+    for (int half = 0; half < 2; ++half) {
+      const int j = l / 8 + 2 * half, i = l % 8;
+      (half == 0 ? lo_idx : hi_idx)[l] = i < 4 ? 4 * j + i : 16 + 4 * j + i - 4;
+    }
+  }
+  const __m512i ilo = _mm512_load_si512(lo_idx), ihi = _mm512_load_si512(hi_idx);
+  for (int64_t u = 0; u < units; ++u) {
+    __m512i sums[kRows];
+    __m512 dws[kRows];
+    int8_t* wu = s.w.data() + u * (kRows * 128);
+    for (int i = 0; i < kRows; ++i) {
+      __m512i w[2];
+      kt.Weights(rows[i], u, w, dws[i]);
+      _mm512_store_si512(wu + 128 * i, w[0]);
+      _mm512_store_si512(wu + 128 * i + 64, w[1]);
+      sums[i] = PairsToQuads(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w[0]),
+                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w[1]));
+    }
+    const __m512i z0 = TransposeReduce(sums[0], sums[1], sums[2], sums[3]);
+    const __m512i z1 = TransposeReduce(sums[4], sums[5], sums[6], sums[7]);
+    const __m512 d0 = BlendRows({dws[0], dws[1], dws[2], dws[3]});
+    const __m512 d1 = BlendRows({dws[4], dws[5], dws[6], dws[7]});
+    int32_t* cu = s.corr.data() + u * (4 * kRows);
+    float* du = s.dw.data() + u * (4 * kRows);
+    const __m512i zero = _mm512_setzero_si512();
+    _mm512_store_si512(cu, _mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_permutex2var_epi32(z0, ilo, z1), 7)));
+    _mm512_store_si512(cu + 16, _mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_permutex2var_epi32(z0, ihi, z1), 7)));
+    _mm512_store_ps(du, _mm512_permutex2var_ps(d0, ilo, d1));
+    _mm512_store_ps(du + 16, _mm512_permutex2var_ps(d0, ihi, d1));
+  }
+}
+
+// m tokens (a multiple of kGroup, or the pass's padded last group) x rows [r0, r1).
+template <class T>
+BRAID_VNNI void Prefill(const T& kt, const ActLayout& L, const uint8_t* W, size_t stride, int64_t r0, int64_t r1,
+                        const char* x, size_t xq_stride, int64_t m, float* y, size_t ldy) {
+  Scratch& s = ThreadScratch();
+  const int64_t units = L.units, nb = L.nb;
+  const int64_t groups = (m + kGroup - 1) / kGroup;
+  s.panel.resize(static_cast<size_t>(groups * units * kUnitPanel));
+  s.w.resize(static_cast<size_t>(units * 4 * kRows * 32));
+  s.corr.resize(static_cast<size_t>(units * 4 * kRows));
+  s.dw.resize(static_cast<size_t>(units * 4 * kRows));
+  BuildPanel<T>(L, x, xq_stride, m, s.panel.data());
+  alignas(64) float out[kRows][kGroup];
+  for (int64_t r = r0; r < r1; r += kRows) {
+    Prepare(kt, W, stride, r, r1, units, s);
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512 acc[kRows];
+      // The first group prefetches the next tile's rows.
+      const int64_t next = std::min<int64_t>(r + kRows, r1), next_rows = std::min<int64_t>(kRows, r1 - next);
+      const int64_t pf_lines = g == 0 ? next_rows * static_cast<int64_t>(stride) / 64 : 0;
+      GroupTile(s, nb, s.panel.data() + g * units * kUnitPanel, reinterpret_cast<const char*>(W + next * stride),
+                pf_lines, acc);
+      for (int i = 0; i < kRows; ++i) _mm512_store_ps(out[i], acc[i]);
+      const int64_t tokens = std::min<int64_t>(kGroup, m - g * kGroup);
+      for (int64_t t = 0; t < tokens; ++t) {
+        float* yt = y + (g * kGroup + t) * static_cast<int64_t>(ldy) + (r - r0);
+        for (int i = 0; i < rows; ++i) yt[i] = out[i][t];
+      }
+    }
+  }
+}
+
+// Rows [r0, r1) x n activations. Returns false if the activation layout is not the one
+// T's kernels read (the caller falls back).
+template <class T>
+BRAID_VNNI bool Run(T& kt, const ActLayout& L, const uint8_t* W, size_t stride, int64_t r0, int64_t r1,
+                    const void* xq, size_t xq_stride, int64_t n, float* y, size_t ldy) {
+  if (!T::K::Matches(L) || L.dx == 0) return false;
+  kt.k.nb = L.nb;
+  const char* x = static_cast<const char*>(xq);
+  int64_t t0 = 0;
+  while (t0 < n) {
+    const int64_t m = std::min<int64_t>(kMaxPass, n - t0);
+    // Whole groups, plus a padded last group if it has enough tokens to pay for itself.
+    const int64_t take = m % kGroup >= kMinGroup ? m : m - m % kGroup;
+    if (take > 0) {
+      Prefill(kt, L, W, stride, r0, r1, x + t0 * static_cast<int64_t>(xq_stride), xq_stride, take, y + t0 * static_cast<int64_t>(ldy), ldy);
+      t0 += take;
+    } else {
+      for (int64_t t = 0; t < m; ++t) {
+        DecodeRows(kt, L, W, stride, r0, r1, x + (t0 + t) * static_cast<int64_t>(xq_stride), y + (t0 + t) * static_cast<int64_t>(ldy));
+      }
+      t0 += m;
+    }
+  }
+  return true;
+}
+
+}  // namespace lanes
