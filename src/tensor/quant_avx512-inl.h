@@ -364,15 +364,23 @@ struct KK4 {
     return d;
   }
 
-  BRAID_VNNI HWY_INLINE void Consume(const Dec& d, const char* y, __m512& acc) const {
+  // The super-block's integer sums against activation record y, exactly: s (16 lanes)
+  // sums to sum_j scale_j * dot_j, m (4 lanes) to sum_j min_j * bsum_j.
+  BRAID_VNNI HWY_INLINE void Ints(const Dec& d, const char* y, __m512i& s, __m128i& m) const {
     // Two independent chains of vpdpwssd (latency), joined at the end.
     __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
     s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(d.v[0], _mm512_loadu_si512(y)), d.sc[0]);
     s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(d.v[1], _mm512_loadu_si512(y + 64)), d.sc[1]);
     s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(d.v[2], _mm512_loadu_si512(y + 128)), d.sc[2]);
     s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(d.v[3], _mm512_loadu_si512(y + 192)), d.sc[3]);
-    const __m512i s = _mm512_add_epi32(s0, s1);
-    const __m128i m = _mm_madd_epi16(d.mins, _mm_loadu_si128(reinterpret_cast<const __m128i*>(y + kBs32)));
+    s = _mm512_add_epi32(s0, s1);
+    m = _mm_madd_epi16(d.mins, _mm_loadu_si128(reinterpret_cast<const __m128i*>(y + kBs32)));
+  }
+
+  BRAID_VNNI HWY_INLINE void Consume(const Dec& d, const char* y, __m512& acc) const {
+    __m512i s;
+    __m128i m;
+    Ints(d, y, s, m);
     float dy;
     std::memcpy(&dy, y + kD, 4);
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d.d * dy), acc);
@@ -436,7 +444,8 @@ struct KQ6K {
     return d;
   }
 
-  BRAID_VNNI HWY_INLINE void Consume(const Dec& d, const char* y, __m512& acc) const {
+  // The super-block's integer sum against activation record y, exactly, in 16 lanes.
+  BRAID_VNNI HWY_INLINE __m512i Ints(const Dec& d, const char* y) const {
     // -32 * sum_j scale_j * bsum16_j: the codes' offset, exactly.
     const __m256i corr = _mm256_slli_epi32(
         _mm256_madd_epi16(d.sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + kBs16))), 5);
@@ -445,7 +454,11 @@ struct KQ6K {
     s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(d.v[1], _mm512_loadu_si512(y + 64)), d.sc[1]);
     s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(d.v[2], _mm512_loadu_si512(y + 128)), d.sc[2]);
     s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(d.v[3], _mm512_loadu_si512(y + 192)), d.sc[3]);
-    const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(corr));
+    return _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(corr));
+  }
+
+  BRAID_VNNI HWY_INLINE void Consume(const Dec& d, const char* y, __m512& acc) const {
+    const __m512i s = Ints(d, y);
     float dy;
     std::memcpy(&dy, y + kD, 4);
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d.d * dy), acc);
@@ -456,6 +469,7 @@ struct KQ6K {
 #include "tensor/quant_tile-inl.h"
 #undef BRAID_TILE_ATTR
 #include "tensor/quant_lanes-inl.h"
+#include "tensor/quant_lanes_k-inl.h"
 
 BRAID_VNNI bool Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
                          size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
@@ -483,16 +497,16 @@ BRAID_VNNI bool Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, i
       return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     case DType::Q4_K: {
-      KK4<DType::Q4_K> kern;
-      return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
+      lanes::LK4<DType::Q4_K> kern;
+      return lanes::RunK(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     case DType::Q5_K: {
-      KK4<DType::Q5_K> kern;
-      return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
+      lanes::LK4<DType::Q5_K> kern;
+      return lanes::RunK(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     case DType::Q6_K: {
-      KQ6K kern;
-      return tile::Run(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
+      lanes::LQ6K kern;
+      return lanes::RunK(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
     default:
       return false;
