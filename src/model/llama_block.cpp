@@ -49,7 +49,14 @@ void llama_block(const BlockArgs& a) {
   rmsnorm(a.x, w.ffn_norm.data(), n, c.dim, c.norm_eps, s.xn.data());
   matmul(*w.w_gate, s.xn.data(), n, s.ffn_a.data(), a.pool);
   matmul(*w.w_up, s.xn.data(), n, s.ffn_b.data(), a.pool);
-  silu_mul(s.ffn_a.data(), s.ffn_b.data(), static_cast<int64_t>(n) * c.ffn_dim);
+  // Element-wise: a prompt's tokens are split over the pool (one token is not worth a wake).
+  if (n >= 4 && a.pool.size() > 1) {
+    a.pool.parallel_for(n, [&](int64_t t0, int64_t t1, int) {
+      silu_mul(s.ffn_a.data() + t0 * c.ffn_dim, s.ffn_b.data() + t0 * c.ffn_dim, (t1 - t0) * c.ffn_dim);
+    });
+  } else {
+    silu_mul(s.ffn_a.data(), s.ffn_b.data(), static_cast<int64_t>(n) * c.ffn_dim);
+  }
   matmul(*w.w_down, s.ffn_a.data(), n, s.proj.data(), a.pool);
   add_inplace(a.x, s.proj.data(), static_cast<int64_t>(n) * c.dim);
 }
