@@ -1,6 +1,6 @@
-// Element-wise, normalization, RoPE and attention kernels. Plain loops the compiler
-// vectorizes; reductions that decide accuracy (norm statistics, softmax sums) run in
-// double. Each one has a scalar reference in tests/test_kernels.cpp.
+// Element-wise, normalization and RoPE kernels (attention is in attention.cpp). Plain
+// loops the compiler vectorizes; reductions that decide accuracy (norm statistics, softmax
+// sums) run in double. Each one has a scalar reference in tests/test_kernels.cpp.
 #include "braid/kernels.h"
 
 #include <algorithm>
@@ -120,56 +120,6 @@ void add_bias(float* y, const float* b, int n, int d) {
 
 void add_inplace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
-
-void attention(const AttentionShape& s, const float* q, int n, int pos0, const float* k, const float* v,
-               float* out, ThreadPool& pool) {
-  const int hd = s.head_dim;
-  const int q_dim = s.n_heads * hd;
-  const int kv_dim = s.n_kv_heads * hd;
-  const int group = s.n_heads / s.n_kv_heads;
-  const int n_kv = pos0 + n;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  std::vector<float> scratch(static_cast<size_t>(pool.size()) * static_cast<size_t>(n_kv));
-  auto work = [&](int64_t begin, int64_t end, int thread) {
-    float* sc = scratch.data() + static_cast<size_t>(thread) * static_cast<size_t>(n_kv);
-    for (int64_t item = begin; item < end; ++item) {
-      // Head-major items: a thread's chunk spans all tokens (early ones are cheap, late
-      // ones costly), which balances causal prefill across threads.
-      const int h = static_cast<int>(item / n);
-      const int t = static_cast<int>(item % n);
-      const int len = pos0 + t + 1;  // causal: positions [0, pos0 + t]
-      const float* qh = q + static_cast<int64_t>(t) * q_dim + static_cast<int64_t>(h) * hd;
-      const int64_t kv_off = static_cast<int64_t>(h / group) * hd;
-      dot_rows_f32(k + kv_off, kv_dim, len, qh, hd, sc);
-      float mx = -INFINITY;
-      for (int j = 0; j < len; ++j) {
-        sc[j] *= scale;
-        mx = std::max(mx, sc[j]);
-      }
-      double sum = 0;
-      for (int j = 0; j < len; ++j) {
-        sc[j] = std::exp(sc[j] - mx);
-        sum += sc[j];
-      }
-      float* o = out + static_cast<int64_t>(t) * q_dim + static_cast<int64_t>(h) * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int j = 0; j < len; ++j) {
-        const float* vj = v + static_cast<int64_t>(j) * kv_dim + kv_off;
-        const float pj = sc[j];
-        for (int i = 0; i < hd; ++i) o[i] += pj * vj[i];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int i = 0; i < hd; ++i) o[i] *= inv;
-    }
-  };
-  const int64_t items = static_cast<int64_t>(n) * s.n_heads;
-  // Tiny jobs (a short context in decode) are cheaper inline than waking the pool.
-  if (static_cast<int64_t>(n_kv) * items * hd < (1 << 15)) {
-    work(0, items, 0);
-  } else {
-    pool.parallel_for(items, work);
-  }
 }
 
 }  // namespace braid
