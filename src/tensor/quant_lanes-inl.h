@@ -8,9 +8,9 @@
 // its two vpdpbusd: 5 vector operations per 128 multiply-adds. With 16 tokens in the
 // lanes, one vpdpbusd takes 4 weight bytes broadcast from memory against 4 bytes of each
 // of 16 tokens, and the f32 work is paid once per (row, block, 16 tokens): 11 operations
-// per 512 multiply-adds (q4_0 prefill 1.8x fewer operations, measured in
-// docs/benchmarks.md). Weights are broadcast from a small per-tile scratch, decoded once
-// per 8 rows and up to 64 tokens: nothing is repacked in memory, so RSS stays the file.
+// per 512 multiply-adds against 20 (q4_0 pp64 about 2x, docs/benchmarks.md). Weights
+// are broadcast from a small per-tile scratch, decoded once per 8 rows and up to 64
+// tokens: nothing is repacked in memory, so RSS stays the file.
 //
 // The canonical order, which decode and prefill both follow so that their results agree
 // bit for bit (recovery replays a sequence as a batch and must rebuild exactly the cache
