@@ -198,6 +198,44 @@ BRAID_VNNI void DecodeRows(const T& kt, const ActLayout& L, const uint8_t* W, si
 
 // ---------------------------------------------------------------- prefill
 
+// n tokens in passes of at most kMaxPass: prefill(t0, m) takes whole groups of 16 plus a
+// padded last group if it has enough tokens to pay for itself; decode(t) takes the
+// leftovers one by one.
+template <class PrefillFn, class DecodeFn>
+HWY_INLINE void ForPasses(int64_t n, const PrefillFn& prefill, const DecodeFn& decode) {
+  int64_t t0 = 0;
+  while (t0 < n) {
+    const int64_t m = std::min<int64_t>(kMaxPass, n - t0);
+    const int64_t take = m % kGroup >= kMinGroup ? m : m - m % kGroup;
+    if (take > 0) {
+      prefill(t0, take);
+      t0 += take;
+    } else {
+      for (int64_t t = 0; t < m; ++t) decode(t0 + t);
+      t0 += m;
+    }
+  }
+}
+
+// The cache lines of the rows after the tile [r, r + R) (up to R of them, clamped to
+// r1), which the tile's first group prefetches while it computes; *next: the first.
+inline int64_t NextTileLines(int64_t r, int64_t r1, int R, size_t stride, int64_t* next) {
+  *next = std::min<int64_t>(r + R, r1);
+  return std::min<int64_t>(R, r1 - *next) * static_cast<int64_t>(stride) / 64;
+}
+
+// Writes a tile's results: acc[i] lane t = row i . token t, for rows < rows and tokens <
+// tokens, into y (token t at y + t * ldy, row i at + i).
+template <int R>
+BRAID_VNNI HWY_INLINE void StoreTile(const __m512 (&acc)[R], int rows, int64_t tokens, float* y, size_t ldy) {
+  alignas(64) float out[R][kGroup];
+  for (int i = 0; i < R; ++i) _mm512_store_ps(out[i], acc[i]);
+  for (int64_t t = 0; t < tokens; ++t) {
+    float* yt = y + t * static_cast<int64_t>(ldy);
+    for (int i = 0; i < rows; ++i) yt[i] = out[i][t];
+  }
+}
+
 // Per-thread buffers, grown as needed and kept (cache-line aligned).
 struct Scratch {
   AlignedVector<char> panel;     // groups x units x kUnitPanel
@@ -334,23 +372,17 @@ BRAID_VNNI void Prefill(const T& kt, const ActLayout& L, const uint8_t* W, size_
   s.corr.resize(static_cast<size_t>(units * 4 * kRows));
   s.dw.resize(static_cast<size_t>(units * 4 * kRows));
   BuildPanel<T>(L, x, xq_stride, m, s.panel.data());
-  alignas(64) float out[kRows][kGroup];
   for (int64_t r = r0; r < r1; r += kRows) {
     Prepare(kt, W, stride, r, r1, units, s);
     const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
+    int64_t next;
+    const int64_t next_lines = NextTileLines(r, r1, kRows, stride, &next);
     for (int64_t g = 0; g < groups; ++g) {
       __m512 acc[kRows];
-      // The first group prefetches the next tile's rows.
-      const int64_t next = std::min<int64_t>(r + kRows, r1), next_rows = std::min<int64_t>(kRows, r1 - next);
-      const int64_t pf_lines = g == 0 ? next_rows * static_cast<int64_t>(stride) / 64 : 0;
       GroupTile(s, nb, s.panel.data() + g * units * kUnitPanel, reinterpret_cast<const char*>(W + next * stride),
-                pf_lines, acc);
-      for (int i = 0; i < kRows; ++i) _mm512_store_ps(out[i], acc[i]);
-      const int64_t tokens = std::min<int64_t>(kGroup, m - g * kGroup);
-      for (int64_t t = 0; t < tokens; ++t) {
-        float* yt = y + (g * kGroup + t) * static_cast<int64_t>(ldy) + (r - r0);
-        for (int i = 0; i < rows; ++i) yt[i] = out[i][t];
-      }
+                g == 0 ? next_lines : 0, acc);
+      StoreTile(acc, rows, std::min<int64_t>(kGroup, m - g * kGroup),
+                y + g * kGroup * static_cast<int64_t>(ldy) + (r - r0), ldy);
     }
   }
 }
@@ -363,21 +395,10 @@ BRAID_VNNI bool Run(T& kt, const ActLayout& L, const uint8_t* W, size_t stride, 
   if (!T::K::Matches(L) || L.dx == 0) return false;
   kt.k.nb = L.nb;
   const char* x = static_cast<const char*>(xq);
-  int64_t t0 = 0;
-  while (t0 < n) {
-    const int64_t m = std::min<int64_t>(kMaxPass, n - t0);
-    // Whole groups, plus a padded last group if it has enough tokens to pay for itself.
-    const int64_t take = m % kGroup >= kMinGroup ? m : m - m % kGroup;
-    if (take > 0) {
-      Prefill(kt, L, W, stride, r0, r1, x + t0 * static_cast<int64_t>(xq_stride), xq_stride, take, y + t0 * static_cast<int64_t>(ldy), ldy);
-      t0 += take;
-    } else {
-      for (int64_t t = 0; t < m; ++t) {
-        DecodeRows(kt, L, W, stride, r0, r1, x + (t0 + t) * static_cast<int64_t>(xq_stride), y + (t0 + t) * static_cast<int64_t>(ldy));
-      }
-      t0 += m;
-    }
-  }
+  const int64_t xs = static_cast<int64_t>(xq_stride), ys = static_cast<int64_t>(ldy);
+  ForPasses(
+      n, [&](int64_t t0, int64_t m) { Prefill(kt, L, W, stride, r0, r1, x + t0 * xs, xq_stride, m, y + t0 * ys, ldy); },
+      [&](int64_t t) { DecodeRows(kt, L, W, stride, r0, r1, x + t * xs, y + t * ys); });
   return true;
 }
 

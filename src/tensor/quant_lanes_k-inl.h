@@ -253,22 +253,17 @@ BRAID_VNNI void PrefillK(const T& kt, const ActLayout& L, const uint8_t* W, size
   s.corr.resize(static_cast<size_t>(nb * kRowsK * 32));
   s.dw.resize(static_cast<size_t>(nb * kRowsK * 2));
   BuildPanelK(L, x, xq_stride, m, s.panel.data());
-  alignas(64) float out[kRowsK][kGroup];
   for (int64_t r = r0; r < r1; r += kRowsK) {
     PrepareK(kt, W, stride, r, r1, nb, s);
     const int rows = static_cast<int>(std::min<int64_t>(kRowsK, r1 - r));
+    int64_t next;
+    const int64_t next_lines = NextTileLines(r, r1, kRowsK, stride, &next);
     for (int64_t g = 0; g < groups; ++g) {
-      const int64_t next = std::min<int64_t>(r + kRowsK, r1), next_rows = std::min<int64_t>(kRowsK, r1 - next);
-      const int64_t pf_lines = g == 0 ? next_rows * static_cast<int64_t>(stride) / 64 : 0;
       __m512 acc[kRowsK];
       GroupTileK<T>(s, nb, s.panel.data() + g * nb * kSuperPanel, reinterpret_cast<const char*>(W + next * stride),
-                    pf_lines, acc);
-      for (int i = 0; i < kRowsK; ++i) _mm512_store_ps(out[i], acc[i]);
-      const int64_t tokens = std::min<int64_t>(kGroup, m - g * kGroup);
-      for (int64_t t = 0; t < tokens; ++t) {
-        float* yt = y + (g * kGroup + t) * static_cast<int64_t>(ldy) + (r - r0);
-        for (int i = 0; i < rows; ++i) yt[i] = out[i][t];
-      }
+                    g == 0 ? next_lines : 0, acc);
+      StoreTile(acc, rows, std::min<int64_t>(kGroup, m - g * kGroup),
+                y + g * kGroup * static_cast<int64_t>(ldy) + (r - r0), ldy);
     }
   }
 }
@@ -279,22 +274,10 @@ BRAID_VNNI bool RunK(T& kt, const ActLayout& L, const uint8_t* W, size_t stride,
   if (!T::K::Matches(L)) return false;
   kt.k.nb = L.nb;
   const char* x = static_cast<const char*>(xq);
-  int64_t t0 = 0;
-  while (t0 < n) {
-    const int64_t m = std::min<int64_t>(kMaxPass, n - t0);
-    const int64_t take = m % kGroup >= kMinGroup ? m : m - m % kGroup;
-    if (take > 0) {
-      PrefillK(kt, L, W, stride, r0, r1, x + t0 * static_cast<int64_t>(xq_stride), xq_stride, take,
-               y + t0 * static_cast<int64_t>(ldy), ldy);
-      t0 += take;
-    } else {
-      for (int64_t t = 0; t < m; ++t) {
-        DecodeRowsK(kt, L, W, stride, r0, r1, x + (t0 + t) * static_cast<int64_t>(xq_stride),
-                    y + (t0 + t) * static_cast<int64_t>(ldy));
-      }
-      t0 += m;
-    }
-  }
+  const int64_t xs = static_cast<int64_t>(xq_stride), ys = static_cast<int64_t>(ldy);
+  ForPasses(
+      n, [&](int64_t t0, int64_t m) { PrefillK(kt, L, W, stride, r0, r1, x + t0 * xs, xq_stride, m, y + t0 * ys, ldy); },
+      [&](int64_t t) { DecodeRowsK(kt, L, W, stride, r0, r1, x + t * xs, y + t * ys); });
   return true;
 }
 
