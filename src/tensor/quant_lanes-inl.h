@@ -202,7 +202,7 @@ BRAID_VNNI void DecodeRows(const T& kt, const ActLayout& L, const uint8_t* W, si
 // padded last group if it has enough tokens to pay for itself; decode(t) takes the
 // leftovers one by one.
 template <class PrefillFn, class DecodeFn>
-HWY_INLINE void ForPasses(int64_t n, const PrefillFn& prefill, const DecodeFn& decode) {
+BRAID_VNNI inline void ForPasses(int64_t n, const PrefillFn& prefill, const DecodeFn& decode) {
   int64_t t0 = 0;
   while (t0 < n) {
     const int64_t m = std::min<int64_t>(kMaxPass, n - t0);
@@ -219,7 +219,7 @@ HWY_INLINE void ForPasses(int64_t n, const PrefillFn& prefill, const DecodeFn& d
 
 // The cache lines of the rows after the tile [r, r + R) (up to R of them, clamped to
 // r1), which the tile's first group prefetches while it computes; *next: the first.
-inline int64_t NextTileLines(int64_t r, int64_t r1, int R, size_t stride, int64_t* next) {
+BRAID_VNNI inline int64_t NextTileLines(int64_t r, int64_t r1, int R, size_t stride, int64_t* next) {
   *next = std::min<int64_t>(r + R, r1);
   return std::min<int64_t>(R, r1 - *next) * static_cast<int64_t>(stride) / 64;
 }
