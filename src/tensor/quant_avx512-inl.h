@@ -7,13 +7,15 @@
 // so results are identical. Highway 1.0's target strings lack avx512vnni, hence the
 // extra target attribute; avx512::Usable() checks the CPU once.
 //
-// Each weight type has a kernel with two steps over "units" (4 blocks of a legacy type,
-// or one K super-block), run by the tile driver of quant_tile-inl.h:
+// Each weight type has a kernel over "units" (4 blocks of a legacy type, or one K
+// super-block):
 //   Dec Decode(row, u)          unpack the unit's weights into 64-byte vectors of 8-bit
 //                               codes plus f32 scales (once per row and unit)
-//   Consume(dec, rec, acc)      multiply them with one activation's record for the
-//                               unit (quant_act.h) and accumulate (once per (row,
-//                               activation)).
+// q4_1 and q5_1 also have Consume(dec, rec, acc), which multiplies a decoded unit with
+// one activation's record (quant_act.h) and accumulates, run by the tile driver of
+// quant_tile-inl.h. The other types run the "lanes" kernels (quant_lanes-inl.h,
+// quant_lanes_k-inl.h), which reuse Decode (q8_0: Codes) and, for decode, the integer
+// sums below (Ints for the K types).
 //
 // Integer math: vpdpbusd multiplies unsigned by signed bytes. The nibble types' codes
 // are unsigned and their offset (-8 for q4_0, -16 for q5_0) is folded in exactly through
@@ -196,22 +198,12 @@ struct KNibble {
   }
 };
 
-// q8_0: a unit is 4 blocks (136 bytes) in two 64-byte halves of 2 blocks. vpdpbusd
-// takes |w| (unsigned) and x with w's sign, so the lanes hold exact sums of w*x.
+// q8_0: a unit is 4 blocks (136 bytes) in two 64-byte halves of 2 blocks (the lanes
+// kernels' decode multiplies |w| with x carrying w's sign, exact sums of w*x).
 struct KQ8_0 {
-  using Acc = __m512;
-  // 8 activations per tile, as for the nibble types.
-  static constexpr int kTileT = 8, kTileR = 1, kDecodeRows = 1;
-  BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
-  BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr int kBlock = 34;
   static constexpr size_t kRec = 320, kEscale = 128;
   static bool Matches(const ActLayout& L) { return L.rec == kRec && L.qs == 0 && L.escale == kEscale; }
-  struct Dec {
-    __m512i wabs[2];
-    __mmask64 neg[2];
-    __m512 dw[2];
-  };
   __m512i idx_qs, idx_d;
   int64_t nb = 0;
 
@@ -245,28 +237,6 @@ struct KQ8_0 {
       }
       q[h] = Gather2(l0, idx_qs, l1);
       dw[h] = F16x16(Gather2(l0, idx_d, l1));
-    }
-  }
-
-  BRAID_VNNI HWY_INLINE Dec Decode(const uint8_t* r, int64_t u) const {
-    __m512i q[2];
-    Dec d;
-    Codes(r, u, q, d.dw);
-    for (int h = 0; h < 2; ++h) {
-      d.wabs[h] = _mm512_abs_epi8(q[h]);
-      d.neg[h] = _mm512_movepi8_mask(q[h]);
-    }
-    return d;
-  }
-
-  BRAID_VNNI HWY_INLINE void Consume(const Dec& d, const char* rec, __m512& acc) const {
-    for (int h = 0; h < 2; ++h) {
-      const __m512i y = _mm512_loadu_si512(rec + 64 * h);
-      const __m512i ys = _mm512_mask_sub_epi8(y, d.neg[h], _mm512_setzero_si512(), y);
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), d.wabs[h], ys);
-      const __m512 scale =
-          _mm512_mul_ps(d.dw[h], _mm512_loadu_ps(reinterpret_cast<const float*>(rec + kEscale + 64 * h)));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
     }
   }
 };
@@ -306,10 +276,6 @@ BRAID_VNNI inline __m512i WordIndex(int first, int second, int per) {
 // which is the activation's element order (quant_act.h).
 template <DType kType>
 struct KK4 {
-  using Acc = __m512;
-  static constexpr int kTileT = 8, kTileR = 1, kDecodeRows = 1;
-  BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
-  BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr bool kQ5 = kType == DType::Q5_K;
   static constexpr int kBlock = kQ5 ? 176 : 144;
   static constexpr int kQs = kBlock - 128;
@@ -377,24 +343,11 @@ struct KK4 {
     m = _mm_madd_epi16(d.mins, _mm_loadu_si128(reinterpret_cast<const __m128i*>(y + kBs32)));
   }
 
-  BRAID_VNNI HWY_INLINE void Consume(const Dec& d, const char* y, __m512& acc) const {
-    __m512i s;
-    __m128i m;
-    Ints(d, y, s, m);
-    float dy;
-    std::memcpy(&dy, y + kD, 4);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d.d * dy), acc);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi128_si512(m)), _mm512_set1_ps(-(d.dmin * dy)), acc);
-  }
 };
 
 // q6_K: one super-block per unit; each half of 128 elements is two 64-byte vectors of
 // 6-bit codes (0..63, the -32 folded in through bsums), natural element order.
 struct KQ6K {
-  using Acc = __m512;
-  static constexpr int kTileT = 8, kTileR = 1, kDecodeRows = 1;
-  BRAID_VNNI static Acc Zero() { return _mm512_setzero_ps(); }
-  BRAID_VNNI static float Sum(Acc a, Acc b) { return _mm512_reduce_add_ps(_mm512_add_ps(a, b)); }
   static constexpr int kBlock = 210;
   static constexpr size_t kRec = 320, kBs16 = 256, kD = 304;
   static bool Matches(const ActLayout& L) {
@@ -457,12 +410,6 @@ struct KQ6K {
     return _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(corr));
   }
 
-  BRAID_VNNI HWY_INLINE void Consume(const Dec& d, const char* y, __m512& acc) const {
-    const __m512i s = Ints(d, y);
-    float dy;
-    std::memcpy(&dy, y + kD, 4);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d.d * dy), acc);
-  }
 };
 
 #define BRAID_TILE_ATTR BRAID_VNNI
