@@ -78,4 +78,11 @@ class WorkerProcess {
   std::string log_path_;
 };
 
+// A worker killed outright (SIGKILL) when destroyed, for tests that hang or stop workers
+// on purpose (a stopped worker would not exit on the polite signal).
+struct KilledWorker : WorkerProcess {
+  using WorkerProcess::WorkerProcess;
+  ~KilledWorker() { kill_now(); }
+};
+
 }  // namespace braid::test

@@ -75,10 +75,7 @@ Shell sh(const std::string& command) {
 }
 
 // Killed outright when destroyed: a worker cut off from its head may be mid-sleep.
-struct Worker : test::WorkerProcess {
-  using WorkerProcess::WorkerProcess;
-  ~Worker() { kill_now(); }
-};
+using Worker = test::KilledWorker;
 
 class NetnsTest : public ::testing::Test {
  protected:

@@ -31,6 +31,7 @@
 #include "braid/transport.h"
 #include "dist/worker_stage.h"
 #include "test_util.h"
+#include "worker_fixture.h"
 #include "worker_process.h"
 
 namespace braid {
@@ -48,29 +49,8 @@ std::vector<std::string> operator+(std::vector<std::string> a, const std::vector
   return a;
 }
 
-// A `braid worker --listen 127.0.0.1:0` child (tests/worker_process.h), killed outright
-// when destroyed: some of these workers hang on purpose.
-struct Worker : test::WorkerProcess {
-  using WorkerProcess::WorkerProcess;
-  ~Worker() { kill_now(); }
-};
-
-class RecoveryTest : public ::testing::Test {
+class RecoveryTest : public test::WorkerFixture {
  protected:
-  void SetUp() override {
-    dir_ = test::temp_dir();
-    secret_ = dir_ + "/secret";
-    std::ofstream(secret_) << "recovery tests' cluster secret";
-  }
-
-  // Three workers; worker i gets extra[i] on its command line.
-  void start_workers(const std::vector<std::vector<std::string>>& extra) {
-    workers_.clear();
-    for (const auto& e : extra)
-      workers_.push_back(
-          std::make_unique<Worker>(std::vector<std::string>{"--secret-file", secret_} + e, dir_));
-    for (const auto& w : workers_) ASSERT_TRUE(w->ok());
-  }
   std::string addrs() const {
     std::string s;
     for (const auto& w : workers_) {
@@ -129,8 +109,6 @@ class RecoveryTest : public ::testing::Test {
     EXPECT_EQ(r.r.err.find("recovered in ", first + 1), std::string::npos) << "one recovery:\n" << r.r.err;
   }
 
-  std::string dir_, secret_;
-  std::vector<std::unique_ptr<Worker>> workers_;
 };
 
 const std::vector<std::string> kNone;

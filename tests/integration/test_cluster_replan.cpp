@@ -26,6 +26,7 @@
 #include "dist/head_ring.h"
 #include "dist/worker_preload.h"
 #include "test_util.h"
+#include "worker_fixture.h"
 #include "worker_process.h"
 
 namespace braid {
@@ -173,25 +174,8 @@ TEST(Preloader, WarmsTheLayersAndGivesThemBack) {
 
 // ---- Rings of real workers ----
 
-struct Worker : test::WorkerProcess {
-  using WorkerProcess::WorkerProcess;
-  ~Worker() { kill_now(); }
-};
-
-class ReplanTest : public ::testing::Test {
+class ReplanTest : public test::WorkerFixture {
  protected:
-  void SetUp() override {
-    dir_ = test::temp_dir();
-    secret_ = dir_ + "/secret";
-    std::ofstream(secret_) << "re-plan tests' cluster secret";
-  }
-  void start_workers(const std::vector<std::vector<std::string>>& extra) {
-    workers_.clear();
-    for (const auto& e : extra)
-      workers_.push_back(
-          std::make_unique<Worker>(std::vector<std::string>{"--secret-file", secret_} + e, dir_));
-    for (const auto& w : workers_) ASSERT_TRUE(w->ok());
-  }
   dist::HeadOptions options(std::vector<std::pair<int, int>> split) {
     dist::HeadOptions o;
     for (const auto& w : workers_) o.workers.push_back(net::Endpoint::parse(w->addr()));
@@ -224,8 +208,6 @@ class ReplanTest : public ::testing::Test {
     return toks;
   }
 
-  std::string dir_, secret_;
-  std::vector<std::unique_ptr<Worker>> workers_;
   std::shared_ptr<std::string> logs_ = std::make_shared<std::string>();
   std::shared_ptr<std::mutex> mu_ = std::make_shared<std::mutex>();
 };
