@@ -6,6 +6,9 @@
 //                            (6.5-12 MB) stays in a large L3 between iterations.
 //   BM_DotRowsStream/<type>  the same over 64 such matrices in turn (0.4-0.8 GB), so
 //                            weights come from DRAM as in real decoding.
+//   BM_DotRowsStreamK2048    the same with 5632 x 2048 matrices (the up projection).
+//   BM_DotRowsL2/<type>      decode of a 256 x 2048 matrix that stays in L2: the kernel's
+//                            own speed, with no memory stalls.
 //   BM_Tile/<type>           prompt processing: quant_matmul_tile of 64 activations
 //                            against 512 x 5632 rows; items = multiply-adds (MAC/s).
 //   BM_Matmul/<type>         prefill as the model runs it: braid::matmul of 64 tokens
@@ -82,37 +85,46 @@ struct Act {
   }
 };
 
-void BM_DotRows(benchmark::State& state) {
+void DotRowsOf(benchmark::State& state, int64_t rows, int64_t cols, uint32_t seed) {
   const DType t = kTypes[state.range(0)];
-  const auto w = random_matrix(t, kRows, kCols, 1);
-  Act act(t, kCols, 1);
-  std::vector<float> y(kRows);
-  const size_t rb = braid::row_bytes(t, kCols);
+  const auto w = random_matrix(t, rows, cols, seed);
+  Act act(t, cols, 1);
+  std::vector<float> y(rows);
+  const size_t rb = braid::row_bytes(t, cols);
   for (auto _ : state) {
-    braid::quant_dot_rows(t, w.data(), rb, 0, kRows, act.at(0), kCols, y.data());
+    braid::quant_dot_rows(t, w.data(), rb, 0, rows, act.at(0), cols, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
   state.SetLabel(std::string(braid::dtype_name(t)) + " " + braid::quant_simd_target());
 }
 
-void BM_DotRowsStream(benchmark::State& state) {
+void BM_DotRows(benchmark::State& state) { DotRowsOf(state, kRows, kCols, 1); }
+// Decode from L2: a 256 x 2048 matrix (72-256 KB) repeated, so the kernel's own speed
+// (not the memory's) sets the rate.
+void BM_DotRowsL2(benchmark::State& state) { DotRowsOf(state, 256, 2048, 5); }
+
+void DotRowsStream(benchmark::State& state, int64_t rows, int64_t cols) {
   const DType t = kTypes[state.range(0)];
-  constexpr int kMats = 64;
-  const size_t rb = braid::row_bytes(t, kCols);
-  const auto one = random_matrix(t, kRows, kCols, 2);
+  const int kMats = static_cast<int>(64 * kRows * kCols / (rows * cols));
+  const size_t rb = braid::row_bytes(t, cols);
+  const auto one = random_matrix(t, rows, cols, 2);
   std::vector<std::vector<uint8_t>> mats(kMats, one);
-  Act act(t, kCols, 1);
-  std::vector<float> y(kRows);
+  Act act(t, cols, 1);
+  std::vector<float> y(rows);
   int i = 0;
   for (auto _ : state) {
-    braid::quant_dot_rows(t, mats[i].data(), rb, 0, kRows, act.at(0), kCols, y.data());
+    braid::quant_dot_rows(t, mats[i].data(), rb, 0, rows, act.at(0), cols, y.data());
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % kMats;
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(one.size()));
   state.SetLabel(std::string(braid::dtype_name(t)) + " " + braid::quant_simd_target());
 }
+
+void BM_DotRowsStream(benchmark::State& state) { DotRowsStream(state, kRows, kCols); }
+// The up projection's shape (5632 rows of 2048): the model's rows are mostly this short.
+void BM_DotRowsStreamK2048(benchmark::State& state) { DotRowsStream(state, kCols, kRows); }
 
 void BM_Tile(benchmark::State& state) {
   const DType t = kTypes[state.range(0)];
@@ -180,7 +192,9 @@ void BM_MemoryRead(benchmark::State& state) {
 
 BENCHMARK(BM_MemoryRead)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DotRows)->DenseRange(0, 9);
+BENCHMARK(BM_DotRowsL2)->DenseRange(0, 9);
 BENCHMARK(BM_DotRowsStream)->DenseRange(0, 9);
+BENCHMARK(BM_DotRowsStreamK2048)->DenseRange(0, 9);
 BENCHMARK(BM_Tile)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matmul)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MatmulF16)->Unit(benchmark::kMillisecond);

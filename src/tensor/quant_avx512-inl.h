@@ -20,7 +20,8 @@
 // Integer math: vpdpbusd multiplies unsigned by signed bytes. The nibble types' codes
 // are unsigned and their offset (-8 for q4_0, -16 for q5_0) is folded in exactly through
 // the activation's ebias, which starts each block's accumulator at -offset * sum(x);
-// q8_0 multiplies |w| by x with w's sign (so its lanes are exact sums of w * x). Record
+// q8_0's decode (quant_lanes-inl.h) multiplies w + 128 by x and subtracts 128 * sum(x)
+// from the record's block sums, exactly. Record
 // offsets are constants here and checked against act_layout once per call.
 
 // Clang takes a function's own target attribute instead of Highway's target pragma, so
@@ -152,18 +153,30 @@ struct KNibble {
 
   int64_t Units() const { return (nb + 3) / 4; }
 
-  BRAID_VNNI HWY_INLINE Dec Decode(const uint8_t* r, int64_t u) const {
+  // Unit u's bytes: l0 = the first 64, l1 = the rest. Blocks past the row's end read as
+  // zero (zero scale).
+  BRAID_VNNI HWY_INLINE void Load(const uint8_t* r, int64_t u, __m512i& l0, __m512i& l1) const {
     const uint8_t* p = r + u * kUnitBytes;
     const int64_t left = nb - 4 * u;
-    __m512i l0, l1;
     if (left >= 4) {
       l0 = _mm512_loadu_si512(p);
       l1 = LoadMasked(p + 64, kUnitBytes - 64);
-    } else {  // last, partial unit: missing blocks read as zero (zero scale)
+    } else {
       const size_t bytes = static_cast<size_t>(left) * kBlock;
       l0 = LoadMasked(p, bytes);
       l1 = bytes > 64 ? LoadMasked(p + 64, bytes - 64) : _mm512_setzero_si512();
     }
+  }
+
+  BRAID_VNNI HWY_INLINE Dec Decode(const uint8_t* r, int64_t u) const {
+    __m512i l0, l1;
+    Load(r, u, l0, l1);
+    return Decode(l0, l1);
+  }
+
+  // The codes of a unit's bytes (l0, l1 as Load gives them), without the scales when
+  // !scales (the caller gathers those itself).
+  BRAID_VNNI HWY_INLINE Dec Decode(__m512i l0, __m512i l1, bool scales = true) const {
     const __m512i q = Gather2(l0, idx_qs, l1);
     Dec d;
     d.lo = _mm512_and_si512(q, nib);
@@ -181,8 +194,10 @@ struct KNibble {
       d.lo = _mm512_mask_add_epi8(d.lo, lo, d.lo, c16);
       d.hi = _mm512_mask_add_epi8(d.hi, hi, d.hi, c16);
     }
-    d.dw = F16x16(Gather2(l0, idx_d, l1));
-    if constexpr (kMin) d.mw = F16x16(Gather2(l0, idx_m, l1));
+    if (scales) {
+      d.dw = F16x16(Gather2(l0, idx_d, l1));
+      if constexpr (kMin) d.mw = F16x16(Gather2(l0, idx_m, l1));
+    }
     return d;
   }
 
@@ -198,12 +213,13 @@ struct KNibble {
   }
 };
 
-// q8_0: a unit is 4 blocks (136 bytes) in two 64-byte halves of 2 blocks (the lanes
-// kernels' decode multiplies |w| with x carrying w's sign, exact sums of w*x).
+// q8_0: a unit is 4 blocks (136 bytes) in two 64-byte halves of 2 blocks.
 struct KQ8_0 {
   static constexpr int kBlock = 34;
-  static constexpr size_t kRec = 320, kEscale = 128;
-  static bool Matches(const ActLayout& L) { return L.rec == kRec && L.qs == 0 && L.escale == kEscale; }
+  static constexpr size_t kRec = 320, kEscale = 128, kSy = 272;
+  static bool Matches(const ActLayout& L) {
+    return L.rec == kRec && L.qs == 0 && L.escale == kEscale && L.sy == kSy;
+  }
   __m512i idx_qs, idx_d;
   int64_t nb = 0;
 
@@ -222,21 +238,25 @@ struct KQ8_0 {
   // Unit u's codes: q[h] holds blocks 2h, 2h+1 (natural order), dw[h] their scales in
   // lanes 0..7 and 8..15. Blocks past the row's end read as zero.
   BRAID_VNNI HWY_INLINE void Codes(const uint8_t* r, int64_t u, __m512i (&q)[2], __m512 (&dw)[2]) const {
-    const uint8_t* p = r + u * 4 * kBlock;
-    const int64_t left = nb - 4 * u;
     for (int h = 0; h < 2; ++h) {
-      const uint8_t* ph = p + 2 * h * kBlock;
-      const int64_t blocks = left - 2 * h;  // blocks present in this half
       __m512i l0, l1;
-      if (blocks >= 2) {
-        l0 = _mm512_loadu_si512(ph);
-        l1 = LoadMasked(ph + 64, 2 * kBlock - 64);
-      } else {  // partial last unit: missing blocks read as zero
-        l0 = LoadMasked(ph, blocks > 0 ? kBlock : 0);
-        l1 = _mm512_setzero_si512();
-      }
+      Half(r, u, h, l0, l1);
       q[h] = Gather2(l0, idx_qs, l1);
       dw[h] = F16x16(Gather2(l0, idx_d, l1));
+    }
+  }
+
+  // The bytes of half h of unit u (blocks 2h, 2h+1): l0 = the first 64, l1 = the last 4.
+  // Blocks past the row's end read as zero.
+  BRAID_VNNI HWY_INLINE void Half(const uint8_t* r, int64_t u, int h, __m512i& l0, __m512i& l1) const {
+    const uint8_t* ph = r + (4 * u + 2 * h) * kBlock;
+    const int64_t blocks = nb - 4 * u - 2 * h;  // blocks present in this half
+    if (blocks >= 2) {
+      l0 = _mm512_loadu_si512(ph);
+      l1 = LoadMasked(ph + 64, 2 * kBlock - 64);
+    } else {  // partial last unit
+      l0 = LoadMasked(ph, blocks > 0 ? kBlock : 0);
+      l1 = _mm512_setzero_si512();
     }
   }
 };
@@ -289,16 +309,21 @@ struct KK4 {
     __m128i mins;   // 8 mins as 16-bit lanes
     float d, dmin;
   };
-  __m512i widx[4], hbit[4], nib, c16;
+  __m512i sidx[4], hbit[4], nib, c16;
   int64_t nb = 0;
 
   BRAID_VNNI KK4() {
     static constexpr int kSub[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
     for (int v = 0; v < 4; ++v) {
-      widx[v] = WordIndex(kSub[v][0], kSub[v][1], 16);
-      alignas(64) uint8_t b[64];
-      for (int i = 0; i < 64; ++i) b[i] = static_cast<uint8_t>(1u << kSub[v][i / 32]);
+      // Byte shuffle of the 8 scale bytes (in every 128-bit lane) into 16-bit lanes:
+      // lanes 0..15 sub-block kSub[v][0]'s, 16..31 kSub[v][1]'s (high bytes zero).
+      alignas(64) uint8_t b[64], x[64];
+      for (int i = 0; i < 64; ++i) {
+        b[i] = static_cast<uint8_t>(1u << kSub[v][i / 32]);
+        x[i] = i % 2 == 0 ? static_cast<uint8_t>(kSub[v][i / 32]) : 0x80;
+      }
       hbit[v] = _mm512_load_si512(b);
+      sidx[v] = _mm512_load_si512(x);
     }
     nib = _mm512_set1_epi8(0x0F);
     c16 = _mm512_set1_epi8(0x10);
@@ -309,10 +334,10 @@ struct KK4 {
   BRAID_VNNI HWY_INLINE Dec Decode(const uint8_t* r, int64_t u) const {
     const uint8_t* p = r + u * kBlock;
     Dec d;
-    const __m256i s16 = _mm256_cvtepu8_epi16(ScalesK4(p + 4));
-    const __m512i s512 = _mm512_castsi256_si512(s16);
-    for (int v = 0; v < 4; ++v) d.sc[v] = _mm512_permutexvar_epi16(widx[v], s512);
-    d.mins = _mm256_extracti128_si256(s16, 1);
+    const __m128i sm = ScalesK4(p + 4);
+    const __m512i s512 = _mm512_broadcast_i32x4(sm);
+    for (int v = 0; v < 4; ++v) d.sc[v] = _mm512_shuffle_epi8(s512, sidx[v]);
+    d.mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
     const __m512i q01 = _mm512_loadu_si512(p + kQs);
     const __m512i q23 = _mm512_loadu_si512(p + kQs + 64);
     d.v[0] = _mm512_and_si512(q01, nib);

@@ -108,43 +108,50 @@ struct LQ6K {
 
 // ---------------------------------------------------------------- decode
 
+// Passes of 16 rows in 4 groups of 4, prefetching the next pass, as DecodeRows
+// (quant_lanes-inl.h): one FMA per super-block (two with mins) serves all 16 rows.
 template <class T>
 BRAID_VNNI void DecodeRowsK(const T& kt, const ActLayout& L, const uint8_t* W, size_t stride, int64_t r0, int64_t r1,
                             const char* x, float* y) {
+  constexpr int kG = kPassGroups, kR = kPassRows;
   const int64_t nb = L.nb;
   const int64_t sb_bytes = static_cast<int64_t>(stride) / (nb > 0 ? nb : 1);
-  for (int64_t r = r0; r < r1; r += 4) {
-    const uint8_t* p[4];
-    for (int i = 0; i < 4; ++i) p[i] = W + std::min(r + i, r1 - 1) * stride;
-    __m128 acc = _mm_setzero_ps();
+  for (int64_t r = r0; r < r1; r += kR) {
+    const Pass pass(W, stride, r, r1);
+    __m512 acc = _mm512_setzero_ps();  // lane 4g + i: row r + 4g + i
     for (int64_t sb = 0; sb < nb; ++sb) {
       const char* rec = x + sb * static_cast<int64_t>(L.rec);
-      __m512i s[4];
-      __m128i m[4];
-      alignas(16) float d[4], nd[4];
-      for (int i = 0; i < 4; ++i) {
-        const char* pf = reinterpret_cast<const char*>(p[i] + sb * sb_bytes) + tile::kPrefetchAhead;
-        _mm_prefetch(pf, _MM_HINT_T0);
-        _mm_prefetch(pf + 64, _MM_HINT_T0);
-        _mm_prefetch(pf + 128, _MM_HINT_T0);
-        kt.Partials(p[i], sb, rec, s[i], m[i], d[i], nd[i]);
+      __m512 z[kG];
+      __m128i mm[kG];
+      alignas(64) float d[kR], nd[kR];
+      for (int g = 0; g < kG; ++g) {
+        __m512i s[4];
+        __m128i m[4];
+        pass.Prefetch(g, sb * sb_bytes, (T::K::kBlock + 63) / 64);
+        for (int i = 0; i < 4; ++i) {
+          kt.Partials(pass.p[g][i], sb, rec, s[i], m[i], d[4 * g + i], nd[4 * g + i]);
+        }
+        z[g] = _mm512_castsi512_ps(TransposeReduce(s[0], s[1], s[2], s[3]));  // lane 4l + i: row i
+        if constexpr (T::kMins) mm[g] = _mm_hadd_epi32(_mm_hadd_epi32(m[0], m[1]), _mm_hadd_epi32(m[2], m[3]));
       }
-      const __m512i z = TransposeReduce(s[0], s[1], s[2], s[3]);  // lane 4l + i: row i
-      const __m128i t = _mm_add_epi32(
-          _mm_add_epi32(_mm512_castsi512_si128(z), _mm512_extracti32x4_epi32(z, 1)),
-          _mm_add_epi32(_mm512_extracti32x4_epi32(z, 2), _mm512_extracti32x4_epi32(z, 3)));
+      __m512 zt[4];
+      Transpose4x128(z, zt);  // zt[l] lane 4g + i: group g's lane 4l + i
+      const __m512i t = _mm512_add_epi32(_mm512_add_epi32(_mm512_castps_si512(zt[0]), _mm512_castps_si512(zt[1])),
+                                         _mm512_add_epi32(_mm512_castps_si512(zt[2]), _mm512_castps_si512(zt[3])));
       float dx;
       std::memcpy(&dx, rec + L.d, 4);
-      const __m128 vdx = _mm_set1_ps(dx);
-      acc = _mm_fmadd_ps(_mm_cvtepi32_ps(t), _mm_mul_ps(_mm_load_ps(d), vdx), acc);
+      const __m512 vdx = _mm512_set1_ps(dx);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(_mm512_load_ps(d), vdx), acc);
       if constexpr (T::kMins) {
-        const __m128i mm = _mm_hadd_epi32(_mm_hadd_epi32(m[0], m[1]), _mm_hadd_epi32(m[2], m[3]));
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(mm), _mm_mul_ps(_mm_load_ps(nd), vdx), acc);
+        __m512i mv = _mm512_castsi128_si512(mm[0]);
+        mv = _mm512_inserti32x4(mv, mm[1], 1);
+        mv = _mm512_inserti32x4(mv, mm[2], 2);
+        mv = _mm512_inserti32x4(mv, mm[3], 3);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mv), _mm512_mul_ps(_mm512_load_ps(nd), vdx), acc);
       }
     }
-    alignas(16) float out[4];
-    _mm_store_ps(out, acc);
-    for (int i = 0; i < 4 && r + i < r1; ++i) y[r + i - r0] = out[i];
+    const int64_t rows = std::min<int64_t>(kR, r1 - r);
+    _mm512_mask_storeu_ps(y + (r - r0), static_cast<__mmask16>((1u << rows) - 1), acc);
   }
 }
 

@@ -295,7 +295,7 @@ ActLayout act_layout(DType wtype, int64_t k) {
   L.wtype = wtype;
   L.k = k;
   switch (wtype) {
-    case DType::Q8_0:  // no ebias: AVX-512 multiplies |w| by x with w's sign
+    case DType::Q8_0:  // no ebias: AVX-512 decode subtracts 128 * sy per block instead
       L.offset = 0;
       L.lanes = 8;
       break;
