@@ -10,6 +10,7 @@
 #include "braid/dtype.h"
 #include "braid/error.h"
 #include "braid/kernels.h"
+#include "braid/quant.h"
 #include "braid/thread_pool.h"
 
 namespace braid {
@@ -137,6 +138,89 @@ TEST(Matmul, UnsupportedTypeIsAnError) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("blk.0.attn_q.weight has type i32"), std::string::npos) << e.what();
+  }
+}
+
+// q, k and v (or gate and up) as one call: every part gets exactly the bits of its own
+// matmul, with the parts' types mixed (two share a quantized activation, one a float
+// path) and row counts that are not whole row blocks, on 1 to 3 threads, decode and
+// prefill.
+TEST(Matmul, PartsSharingAnInputEqualSeparateCalls) {
+  const int64_t cols = 256;  // one q*_K super-block, 8 q8_0 blocks
+  struct Spec {
+    DType type;
+    int64_t rows;
+  };
+  const Spec specs[] = {{DType::Q4_0, 70}, {DType::Q6_K, 9}, {DType::Q4_0, 33}, {DType::F16, 17}, {DType::Q8_0, 48}};
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<Tensor> tensors;
+  uint32_t seed = 40;
+  for (const Spec& s : specs) {
+    const std::vector<float> v = random_vec(static_cast<size_t>(s.rows * cols), seed++);
+    const size_t rb = row_bytes(s.type, cols);
+    bytes.emplace_back(rb * static_cast<size_t>(s.rows));
+    if (s.type == DType::F16) {
+      for (size_t i = 0; i < v.size(); ++i) {
+        const uint16_t h = f32_to_f16(v[i]);
+        std::memcpy(&bytes.back()[2 * i], &h, 2);
+      }
+    } else {
+      for (int64_t r = 0; r < s.rows; ++r) quantize_row(s.type, v.data() + r * cols, bytes.back().data() + r * rb, cols);
+    }
+    Tensor t;
+    t.name = "part";
+    t.type = s.type;
+    t.n_dims = 2;
+    t.ne[0] = cols;
+    t.ne[1] = s.rows;
+    t.data = bytes.back().data();
+    t.nbytes = bytes.back().size();
+    tensors.push_back(t);
+  }
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int n : {1, 5, 19}) {
+      SCOPED_TRACE(testing::Message() << threads << " threads, " << n << " tokens");
+      const std::vector<float> x = random_vec(static_cast<size_t>(n * cols), seed++);
+      std::vector<std::vector<float>> separate, joint;
+      std::vector<MatmulPart> parts;
+      for (const Tensor& t : tensors) {
+        separate.emplace_back(static_cast<size_t>(n * t.rows()));
+        joint.emplace_back(separate.back().size(), NAN);
+        matmul(t, x.data(), n, separate.back().data(), pool);
+      }
+      for (size_t i = 0; i < tensors.size(); ++i) parts.push_back({&tensors[i], joint[i].data()});
+      matmul(parts, x.data(), n, pool);
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        ASSERT_EQ(0, std::memcmp(separate[i].data(), joint[i].data(), joint[i].size() * 4))
+            << "part " << i << " (" << dtype_name(tensors[i].type) << ")";
+      }
+    }
+  }
+}
+
+TEST(Matmul, PartsOfDifferentWidthsAreAnError) {
+  std::vector<float> a(4 * 8), b(4 * 16), x(16), y(8);
+  Tensor ta, tb;
+  ta.name = "blk.0.attn_q.weight";
+  tb.name = "blk.0.attn_k.weight";
+  for (Tensor* t : {&ta, &tb}) {
+    t->type = DType::F32;
+    t->n_dims = 2;
+    t->ne[1] = 4;
+  }
+  ta.ne[0] = 8;
+  tb.ne[0] = 16;
+  ta.data = reinterpret_cast<const uint8_t*>(a.data());
+  tb.data = reinterpret_cast<const uint8_t*>(b.data());
+  const MatmulPart parts[] = {{&ta, y.data()}, {&tb, y.data()}};
+  ThreadPool pool(1);
+  try {
+    matmul(parts, x.data(), 1, pool);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.0.attn_k.weight has rows of 16 elements"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "braid/tensor.h"
 #include "braid/thread_pool.h"
@@ -24,6 +25,15 @@ bool matmul_supported(DType t);
 // read once per block. Quantized W quantizes x to the block format's activation type
 // first (as llama.cpp does), so results are those of its dot products.
 void matmul(const Tensor& W, const float* x, int n, float* y, ThreadPool& pool);
+
+// Several matmuls of one input (q, k and v; gate and up): parts[i].y = x · parts[i].wᵀ,
+// bit for bit what separate matmul calls give. x is quantized once per weight type, and
+// all the parts' rows are one job for the pool. Every part's W has x's width.
+struct MatmulPart {
+  const Tensor* w;
+  float* y;  // [n][w->rows()]
+};
+void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool& pool);
 
 // Row r of W as f32 (embedding lookup); dequantizes block types.
 void tensor_row_f32(const Tensor& W, int64_t r, float* dst);

@@ -30,9 +30,8 @@ void llama_block(const BlockArgs& a) {
   rmsnorm(a.x, w.attn_norm.data(), n, c.dim, c.norm_eps, s.xn.data());
   float* k = a.kv.k(a.layer) + a.pos0 * kv_dim;
   float* v = a.kv.v(a.layer) + a.pos0 * kv_dim;
-  matmul(*w.wq, s.xn.data(), n, s.q.data(), a.pool);
-  matmul(*w.wk, s.xn.data(), n, k, a.pool);
-  matmul(*w.wv, s.xn.data(), n, v, a.pool);
+  const MatmulPart qkv[] = {{w.wq, s.q.data()}, {w.wk, k}, {w.wv, v}};
+  matmul(qkv, s.xn.data(), n, a.pool);
   if (!w.bq.empty()) add_bias(s.q.data(), w.bq.data(), n, c.q_dim());
   if (!w.bk.empty()) add_bias(k, w.bk.data(), n, c.kv_dim());
   if (!w.bv.empty()) add_bias(v, w.bv.data(), n, c.kv_dim());
@@ -47,8 +46,8 @@ void llama_block(const BlockArgs& a) {
 
   // SwiGLU feed-forward.
   rmsnorm(a.x, w.ffn_norm.data(), n, c.dim, c.norm_eps, s.xn.data());
-  matmul(*w.w_gate, s.xn.data(), n, s.ffn_a.data(), a.pool);
-  matmul(*w.w_up, s.xn.data(), n, s.ffn_b.data(), a.pool);
+  const MatmulPart gate_up[] = {{w.w_gate, s.ffn_a.data()}, {w.w_up, s.ffn_b.data()}};
+  matmul(gate_up, s.xn.data(), n, a.pool);
   // Element-wise: a prompt's tokens are split over the pool (one token is not worth a wake).
   if (n >= 4 && a.pool.size() > 1) {
     a.pool.parallel_for(n, [&](int64_t t0, int64_t t1, int) {

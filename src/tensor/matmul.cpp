@@ -238,6 +238,7 @@ void RowToF32(int type, const uint8_t* src, int64_t n, float* dst) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include <span>
 #include <vector>
 
 #include "base/aligned_vector.h"
@@ -256,18 +257,22 @@ namespace {
 
 // Below this many multiply-adds, waking the pool costs more than it saves.
 constexpr int64_t kParallelMacs = 1 << 16;
+// Rows go to threads in blocks of this many (whole blocks keep threads off each other's
+// cache lines in y, and match the decode kernels' passes of 16 rows).
+constexpr int64_t kRowBlock = 16;
 
-void run_rows(ThreadPool& pool, int64_t rows, int64_t macs_per_row, const ThreadPool::Fn& fn) {
-  if (pool.size() == 1 || rows * macs_per_row < kParallelMacs) {
-    fn(0, rows, 0);
-    return;
+// 0 = f32, 1 = f16, 2 = bf16 (MatmulRows' codes); -1 = a block-quantized type.
+int float_code(DType t) {
+  switch (t) {
+    case DType::F32:
+      return 0;
+    case DType::F16:
+      return 1;
+    case DType::BF16:
+      return 2;
+    default:
+      return -1;
   }
-  // Chunks of whole row blocks keep threads off each other's cache lines in y.
-  constexpr int64_t kBlock = 16;
-  const int64_t blocks = (rows + kBlock - 1) / kBlock;
-  pool.parallel_for(blocks, [&](int64_t b0, int64_t b1, int thread) {
-    fn(b0 * kBlock, std::min(b1 * kBlock, rows), thread);
-  });
 }
 
 }  // namespace
@@ -277,54 +282,96 @@ bool matmul_supported(DType t) {
 }
 
 void matmul(const Tensor& W, const float* x, int n, float* y, ThreadPool& pool) {
-  const int64_t k = W.cols(), rows = W.rows();
-  if (n <= 0 || rows <= 0) return;
-  const size_t stride = W.row_size();
-  int type = -1;
-  switch (W.type) {
-    case DType::F32:
-      type = 0;
-      break;
-    case DType::F16:
-      type = 1;
-      break;
-    case DType::BF16:
-      type = 2;
-      break;
-    default:
-      break;
+  const MatmulPart part{&W, y};
+  matmul(std::span<const MatmulPart>(&part, 1), x, n, pool);
+}
+
+void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool& pool) {
+  if (n <= 0 || parts.empty()) return;
+  const int64_t k = parts[0].w->cols();
+  for (const MatmulPart& p : parts) {
+    check(p.w->cols() == k, "matmul: tensor ", p.w->name, " has rows of ", p.w->cols(),
+          " elements, but the input has ", k);
+    check(float_code(p.w->type) >= 0 || quant_supported(p.w->type), "matmul: tensor ", p.w->name, " has type ",
+          dtype_name(p.w->type), ", which braid cannot compute yet");
   }
-  if (type >= 0) {
-    const auto kernel = HWY_DYNAMIC_DISPATCH(MatmulRows);
-    run_rows(pool, rows, k * n,
-             [&](int64_t r0, int64_t r1, int) { kernel(type, W.data, stride, k, x, n, y, rows, r0, r1); });
-    return;
-  }
-  check(quant_supported(W.type), "matmul: tensor ", W.name, " has type ", dtype_name(W.type),
-        ", which braid cannot compute yet");
-  // Quantize every token's activations once (llama.cpp's q8 blocks), then let the quant
+  // Quantize every token's activations once per activation format (one per weight type:
+  // q, k and v of one type share it), as llama.cpp's q8 blocks, then let the quant
   // kernels decode each weight block once per tile of tokens.
-  // The buffer is cache-line aligned (records are whole lines): from plain new, a
+  // The buffers are cache-line aligned (records are whole lines): from plain new, a
   // 16-byte-aligned buffer splits every 64-byte load of the kernels in two, and prefill
   // ran at half speed or full speed depending on where the heap happened to put it
   // (`braid bench` pp64 q4_0, 1 thread: 22 against 44 tok/s with one more argument).
-  const size_t xq_bytes = quant_activation_bytes(W.type, k);
-  AlignedVector<uint8_t> xq(xq_bytes * static_cast<size_t>(n));
-  // Tokens are quantized independently; a prompt's are split over the pool (serial, they
-  // were ~4% of a 2-thread prefill with the other thread idle).
-  auto quantize = [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t)
-      quant_activation(W.type, x + t * k, k, xq.data() + xq_bytes * static_cast<size_t>(t));
+  struct Quantized {
+    DType type;
+    size_t bytes;  // per token
+    AlignedVector<uint8_t> data;
   };
-  if (n >= 4 && pool.size() > 1) {
-    pool.parallel_for(n, quantize);
-  } else {
-    quantize(0, n, 0);
+  std::vector<Quantized> quantized;
+  std::vector<const Quantized*> act(parts.size(), nullptr);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const DType t = parts[i].w->type;
+    if (float_code(t) >= 0) continue;
+    auto same = std::find_if(quantized.begin(), quantized.end(), [&](const Quantized& q) { return q.type == t; });
+    if (same == quantized.end()) {
+      Quantized q{t, quant_activation_bytes(t, k), {}};
+      q.data.resize(q.bytes * static_cast<size_t>(n));
+      // Tokens are quantized independently; a prompt's are split over the pool (serial,
+      // they were ~4% of a 2-thread prefill with the other thread idle).
+      auto quantize = [&](int64_t t0, int64_t t1, int) {
+        for (int64_t tok = t0; tok < t1; ++tok)
+          quant_activation(t, x + tok * k, k, q.data.data() + q.bytes * static_cast<size_t>(tok));
+      };
+      if (n >= 4 && pool.size() > 1) {
+        pool.parallel_for(n, quantize);
+      } else {
+        quantize(0, n, 0);
+      }
+      quantized.push_back(std::move(q));
+    }
   }
-  run_rows(pool, rows, k * n, [&](int64_t r0, int64_t r1, int) {
-    quant_matmul_tile(W.type, W.data, stride, r0, r1, xq.data(), xq_bytes, n, k, y + r0,
-                      static_cast<size_t>(rows));
-  });
+  for (size_t i = 0; i < parts.size(); ++i) {
+    for (const Quantized& q : quantized)
+      if (q.type == parts[i].w->type) act[i] = &q;  // after the last push_back: stable
+  }
+
+  // Rows [r0, r1) of part i.
+  auto run = [&](size_t i, int64_t r0, int64_t r1) {
+    const Tensor& W = *parts[i].w;
+    const int64_t rows = W.rows();
+    float* y = parts[i].y;
+    const int code = float_code(W.type);
+    if (code >= 0) {
+      HWY_DYNAMIC_DISPATCH(MatmulRows)(code, W.data, W.row_size(), k, x, n, y, rows, r0, r1);
+    } else {
+      const Quantized& q = *act[i];
+      quant_matmul_tile(W.type, W.data, W.row_size(), r0, r1, q.data.data(), q.bytes, n, k, y + r0,
+                        static_cast<size_t>(rows));
+    }
+  };
+  // All parts' rows form one job in whole row blocks (part i's blocks from first[i]):
+  // one wait instead of one per tensor, and small tensors (a GQA model's k and v) share
+  // the threads' memory streams with the large ones instead of running alone.
+  std::vector<int64_t> first(parts.size() + 1, 0);
+  int64_t macs = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const int64_t rows = parts[i].w->rows();
+    first[i + 1] = first[i] + (rows + kRowBlock - 1) / kRowBlock;
+    macs += rows * k * n;
+  }
+  auto blocks = [&](int64_t b0, int64_t b1, int) {
+    for (size_t i = 0; i < parts.size() && b0 < b1; ++i) {
+      if (b0 >= first[i + 1]) continue;
+      const int64_t e = std::min(b1, first[i + 1]);
+      run(i, (b0 - first[i]) * kRowBlock, std::min((e - first[i]) * kRowBlock, parts[i].w->rows()));
+      b0 = e;
+    }
+  };
+  if (pool.size() == 1 || macs < kParallelMacs) {
+    blocks(0, first.back(), 0);
+  } else {
+    pool.parallel_for(first.back(), blocks);
+  }
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n); }
