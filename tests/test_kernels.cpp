@@ -408,18 +408,21 @@ TEST(Attention, MatchesReferenceWithGqa) {
 }
 
 TEST(Attention, BatchAndThreadsDoNotChangeBits) {
-  const AttentionShape s{8, 4, 16};
-  const int n = 40, pos0 = 200, qd = 128, kvd = 64, ctx = pos0 + n;
-  auto q = random_vec(static_cast<size_t>(n * qd), 4), k = random_vec(static_cast<size_t>(ctx * kvd), 5),
-       v = random_vec(static_cast<size_t>(ctx * kvd), 6);
-  ThreadPool one(1), four(4);
-  std::vector<float> a(static_cast<size_t>(n * qd)), b(a.size()), c(a.size());
-  attention(s, q.data(), n, pos0, k.data(), v.data(), a.data(), one);
-  attention(s, q.data(), n, pos0, k.data(), v.data(), b.data(), four);
-  for (int t = 0; t < n; ++t)
-    attention(s, q.data() + t * qd, 1, pos0 + t, k.data(), v.data(), c.data() + t * qd, four);
-  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
-  EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * 4));
+  // Decode on 4 threads splits a KV head's query heads into parts (a group of 2 into
+  // 2 x 1, a group of 8 into 4 x 2); the batch keeps them whole: the bits must agree.
+  for (const AttentionShape s : {AttentionShape{8, 4, 16}, AttentionShape{8, 1, 16}}) {
+    const int n = 40, pos0 = 200, qd = s.n_heads * s.head_dim, kvd = s.n_kv_heads * s.head_dim, ctx = pos0 + n;
+    auto q = random_vec(static_cast<size_t>(n * qd), 4), k = random_vec(static_cast<size_t>(ctx * kvd), 5),
+         v = random_vec(static_cast<size_t>(ctx * kvd), 6);
+    ThreadPool one(1), four(4);
+    std::vector<float> a(static_cast<size_t>(n * qd)), b(a.size()), c(a.size());
+    attention(s, q.data(), n, pos0, k.data(), v.data(), a.data(), one);
+    attention(s, q.data(), n, pos0, k.data(), v.data(), b.data(), four);
+    for (int t = 0; t < n; ++t)
+      attention(s, q.data() + t * qd, 1, pos0 + t, k.data(), v.data(), c.data() + t * qd, four);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
+    EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * 4));
+  }
 }
 
 }  // namespace
