@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 HWY_BEFORE_NAMESPACE();
 namespace braid {
@@ -71,35 +72,79 @@ HWY_INLINE void PrefetchRow(const float* p, int64_t count) {
     hwy::Prefetch(reinterpret_cast<const char*>(p) + b);
 }
 
-// o[0 .. kV * N) = inv * sum_j p[j] * v_j[0 .. kV * N), v_j = v + j * stride: kV
-// independent FMA chains kept in registers across the positions.
-template <int kV>
-HWY_INLINE void WeightedSum(DF d, const float* v, int64_t stride, int64_t len, const float* p, VF inv, float* o,
-                            bool prefetch) {
+// Query heads whose outputs are summed together (each value row loaded once for all):
+// their kV accumulators each must stay in registers (32 vector registers with AVX-512
+// and NEON, 16 with AVX2 / SSE, whose vectors hold fewer lanes anyway).
+constexpr int kHeadsAtOnce = HWY_MAX_BYTES >= 64 ? 4 : 2;
+
+// For heads i in [0, H): o[i][0 .. kV * N) = inv[i] * sum_j p[i][j] * v_j[0 .. kV * N),
+// v_j = v + j * stride: H * kV independent FMA chains kept in registers across the
+// positions. A head's chain is the same whatever H, so results do not depend on it.
+// (Named accumulators, not arrays: SVE's vectors are sizeless and cannot form arrays.)
+template <int kV, int H>
+HWY_INLINE void WeightedSums(DF d, const float* v, int64_t stride, int64_t len, float* const* p, const float* inv,
+                             float* const* o, bool prefetch) {
+  static_assert(kV >= 1 && kV <= 4 && (H == 1 || H == 2 || H == 4));
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  VF a00 = hn::Zero(d), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+  VF a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
   for (int64_t j = 0; j < len; ++j) {
     const float* vj = v + j * stride;
     if (prefetch && j + kAheadPositions < len) PrefetchRow(vj + kAheadPositions * stride, kV * N);
-    const VF pj = hn::Set(d, p[j]);
-    a0 = hn::MulAdd(pj, hn::LoadU(d, vj), a0);
-    if constexpr (kV > 1) a1 = hn::MulAdd(pj, hn::LoadU(d, vj + N), a1);
-    if constexpr (kV > 2) a2 = hn::MulAdd(pj, hn::LoadU(d, vj + 2 * N), a2);
-    if constexpr (kV > 3) a3 = hn::MulAdd(pj, hn::LoadU(d, vj + 3 * N), a3);
+    const VF w0 = hn::LoadU(d, vj);
+    const VF w1 = kV > 1 ? hn::LoadU(d, vj + N) : w0;
+    const VF w2 = kV > 2 ? hn::LoadU(d, vj + 2 * N) : w0;
+    const VF w3 = kV > 3 ? hn::LoadU(d, vj + 3 * N) : w0;
+#define BRAID_HEAD_FMAS(i)                                                \
+  if constexpr (H > i) {                                                  \
+    const VF pj = hn::Set(d, p[i][j]);                                    \
+    a##i##0 = hn::MulAdd(pj, w0, a##i##0);                                \
+    if constexpr (kV > 1) a##i##1 = hn::MulAdd(pj, w1, a##i##1);          \
+    if constexpr (kV > 2) a##i##2 = hn::MulAdd(pj, w2, a##i##2);          \
+    if constexpr (kV > 3) a##i##3 = hn::MulAdd(pj, w3, a##i##3);          \
   }
-  hn::StoreU(hn::Mul(a0, inv), d, o);
-  if constexpr (kV > 1) hn::StoreU(hn::Mul(a1, inv), d, o + N);
-  if constexpr (kV > 2) hn::StoreU(hn::Mul(a2, inv), d, o + 2 * N);
-  if constexpr (kV > 3) hn::StoreU(hn::Mul(a3, inv), d, o + 3 * N);
+    BRAID_HEAD_FMAS(0)
+    BRAID_HEAD_FMAS(1)
+    BRAID_HEAD_FMAS(2)
+    BRAID_HEAD_FMAS(3)
+#undef BRAID_HEAD_FMAS
+  }
+#define BRAID_HEAD_STORE(i)                                                                   \
+  if constexpr (H > i) {                                                                      \
+    const VF s = hn::Set(d, inv[i]);                                                          \
+    hn::StoreU(hn::Mul(a##i##0, s), d, o[i]);                                                 \
+    if constexpr (kV > 1) hn::StoreU(hn::Mul(a##i##1, s), d, o[i] + N);                       \
+    if constexpr (kV > 2) hn::StoreU(hn::Mul(a##i##2, s), d, o[i] + 2 * N);                   \
+    if constexpr (kV > 3) hn::StoreU(hn::Mul(a##i##3, s), d, o[i] + 3 * N);                   \
+  }
+  BRAID_HEAD_STORE(0)
+  BRAID_HEAD_STORE(1)
+  BRAID_HEAD_STORE(2)
+  BRAID_HEAD_STORE(3)
+#undef BRAID_HEAD_STORE
 }
 
-// One head's softmax over its scores sc[0, len) (overwritten with the weights) and its
-// output o = the weighted sum of the value rows vh + j * kv_dim. prefetch: fetch value
-// rows ahead (the first head of a group; the others find them in cache).
-HWY_INLINE void AttendHead(DF d, float* sc, int64_t len, const float* vh, int64_t kv_dim, int64_t hd, float* o,
-                           bool prefetch) {
+// WeightedSums of `heads` heads (any number) over the vectors from element c,
+// kHeadsAtOnce heads at a time.
+template <int kV>
+HWY_INLINE void WeightedSumsOf(DF d, const float* v, int64_t stride, int64_t len, float* const* p, const float* inv,
+                               float* const* o, int heads, int64_t c, bool prefetch) {
+  float* oc[kHeadsAtOnce];
+  int i = 0;
+  for (; i + kHeadsAtOnce <= heads; i += kHeadsAtOnce) {
+    for (int m = 0; m < kHeadsAtOnce; ++m) oc[m] = o[i + m] + c;
+    WeightedSums<kV, kHeadsAtOnce>(d, v + c, stride, len, p + i, inv + i, oc, prefetch && i == 0);
+  }
+  for (; i < heads; ++i) {
+    oc[0] = o[i] + c;
+    WeightedSums<kV, 1>(d, v + c, stride, len, p + i, inv + i, oc, prefetch && i == 0);
+  }
+}
+
+// Softmax of one head's scores sc[0, len), in place (max-subtracted; lanes past len
+// contribute nothing); returns 1 / (the sum of the exponentials).
+HWY_INLINE float Softmax(DF d, float* sc, int64_t len) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  // Softmax, max-subtracted; lanes past len contribute nothing.
   VF vmax = hn::Set(d, -HUGE_VALF);
   for (int64_t j = 0; j < len; j += N) {
     const VF s = LoadPart(d, sc, j, len);
@@ -113,25 +158,33 @@ HWY_INLINE void AttendHead(DF d, float* sc, int64_t len, const float* vh, int64_
     StorePart(d, e, sc, j, len);
     vsum = hn::Add(vsum, e);
   }
-  const VF inv = hn::Set(d, 1.0f / hn::GetLane(hn::SumOfLanes(d, vsum)));
+  return 1.0f / hn::GetLane(hn::SumOfLanes(d, vsum));
+}
 
-  // Output: whole vectors 4 (then 3, 2, 1) at a time, then a partial one.
+// The outputs of `heads` heads of one KV head: o[i] = inv[i] * the sum over positions j
+// of p[i][j] * (value row vh + j * kv_dim), in whole vectors 4 (then 3, 2, 1) at a time,
+// then a partial one. Value rows are prefetched ahead once, by the first heads.
+HWY_INLINE void AttendOutputs(DF d, float* const* p, const float* inv, int heads, int64_t len, const float* vh,
+                              int64_t kv_dim, int64_t hd, float* const* o) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   int64_t c = 0;
-  for (; c + 4 * N <= hd; c += 4 * N) WeightedSum<4>(d, vh + c, kv_dim, len, sc, inv, o + c, prefetch);
+  for (; c + 4 * N <= hd; c += 4 * N) WeightedSumsOf<4>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
   if (c + 3 * N <= hd) {
-    WeightedSum<3>(d, vh + c, kv_dim, len, sc, inv, o + c, prefetch);
+    WeightedSumsOf<3>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
     c += 3 * N;
   } else if (c + 2 * N <= hd) {
-    WeightedSum<2>(d, vh + c, kv_dim, len, sc, inv, o + c, prefetch);
+    WeightedSumsOf<2>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
     c += 2 * N;
   } else if (c + N <= hd) {
-    WeightedSum<1>(d, vh + c, kv_dim, len, sc, inv, o + c, prefetch);
+    WeightedSumsOf<1>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
     c += N;
   }
   if (c < hd) {
-    VF a = hn::Zero(d);
-    for (int64_t j = 0; j < len; ++j) a = hn::MulAdd(hn::Set(d, sc[j]), LoadPart(d, vh + j * kv_dim, c, hd), a);
-    StorePart(d, hn::Mul(a, inv), o, c, hd);
+    for (int i = 0; i < heads; ++i) {
+      VF a = hn::Zero(d);
+      for (int64_t j = 0; j < len; ++j) a = hn::MulAdd(hn::Set(d, p[i][j]), LoadPart(d, vh + j * kv_dim, c, hd), a);
+      StorePart(d, hn::Mul(a, hn::Set(d, inv[i])), o[i], c, hd);
+    }
   }
 }
 
@@ -148,6 +201,8 @@ void AttendItems(int n_heads, int n_kv_heads, int hd, const float* q, int n, int
   const int group = n_heads / n_kv_heads;
   const int heads = group / subs;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float*> p(static_cast<size_t>(heads)), o(p.size());
+  std::vector<float> inv(p.size());
   for (int64_t item = begin; item < end; ++item) {
     const int t = static_cast<int>(item % n);
     const int64_t kv_sub = item / n;
@@ -166,9 +221,13 @@ void AttendItems(int n_heads, int n_kv_heads, int hd, const float* q, int n, int
       }
     }
 
+    // Softmax of every head, then their outputs together.
     for (int i = 0; i < heads; ++i) {
-      AttendHead(d, sc + i * len, len, vh, kv_dim, hd, out + t * q_dim + static_cast<int64_t>(h0 + i) * hd, i == 0);
+      p[i] = sc + i * len;
+      inv[i] = Softmax(d, p[i], len);
+      o[i] = out + t * q_dim + static_cast<int64_t>(h0 + i) * hd;
     }
+    AttendOutputs(d, p.data(), inv.data(), heads, len, vh, kv_dim, hd, o.data());
   }
 }
 
