@@ -408,11 +408,16 @@ BRAID_VNNI void BuildPanel(const ActLayout& L, const char* x, size_t xq_stride, 
 }
 
 // kRows rows (scratch of Prepare) x one group of the panel: acc[i] lane t = row i . token t.
-// Also prefetches pf_lines cache lines from pf, spread over the blocks: the next tile's
-// weights, which Prepare would otherwise wait for from DRAM with nothing to overlap.
+// kPrefetch (a tile's first group): also prefetches pf_lines cache lines from pf, spread
+// over the blocks: the next tile's weights, which Prepare would otherwise wait for from
+// DRAM with nothing to overlap. A compile-time switch, so the other groups' loop has no
+// prefetch code at all: with pf_lines = 0 passed at run time, GCC compiled the loop with
+// extra register copies when the caller computed pf_lines outside its group loop, and
+// q4_0 / q8_0 prefill ran 1.45x slower (micro_quant BM_Matmul).
+template <bool kPrefetch>
 BRAID_VNNI HWY_INLINE void GroupTile(const Scratch& s, int64_t nb, const char* group, const char* pf, int64_t pf_lines,
                                      __m512 (&acc)[kRows]) {
-  const int64_t pf_per_block = nb > 0 ? (pf_lines + nb - 1) / nb : 0;
+  const int64_t pf_per_block = kPrefetch && nb > 0 ? (pf_lines + nb - 1) / nb : 0;
   for (int i = 0; i < kRows; ++i) acc[i] = _mm512_setzero_ps();
   const int8_t* w = s.w.data();
   const int32_t* corr = s.corr.data();
@@ -420,8 +425,10 @@ BRAID_VNNI HWY_INLINE void GroupTile(const Scratch& s, int64_t nb, const char* g
   for (int64_t b = 0; b < nb; ++b) {
     const char* pb = group + (b / 4) * kUnitPanel;
     const int j = static_cast<int>(b % 4);
-    for (int64_t l = b * pf_per_block; l < std::min(pf_lines, (b + 1) * pf_per_block); ++l)
-      _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+    if constexpr (kPrefetch) {
+      for (int64_t l = b * pf_per_block; l < std::min(pf_lines, (b + 1) * pf_per_block); ++l)
+        _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+    }
     __m512i xv[8];
     for (int g = 0; g < 8; ++g) xv[g] = _mm512_load_si512(pb + (8 * j + g) * 64);
     const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(pb + 32 * 64) + 16 * j);
@@ -430,7 +437,12 @@ BRAID_VNNI HWY_INLINE void GroupTile(const Scratch& s, int64_t nb, const char* g
     // alone would wait on vpdpbusd's latency.
     __m512i v[kRows];
     for (int i = 0; i < kRows; ++i) v[i] = _mm512_set1_epi32(corr[b * kRows + i]);
+    // Unrolled: as a loop, GCC copied all eight chains between registers every step
+    // (vpdpbusd overwrites its accumulator), and q4_0 / q8_0 prefill ran 1.45x slower
+    // (micro_quant BM_Matmul) depending on unrelated code around the call.
+#pragma GCC unroll 8
     for (int g = 0; g < 8; ++g) {
+#pragma GCC unroll 8
       for (int i = 0; i < kRows; ++i) {
         int32_t q;
         std::memcpy(&q, wb + 128 * i + 4 * g, 4);
@@ -504,8 +516,12 @@ BRAID_VNNI void Prefill(const T& kt, const ActLayout& L, const uint8_t* W, size_
     const int64_t next_lines = NextTileLines(r, r1, kRows, stride, &next);
     for (int64_t g = 0; g < groups; ++g) {
       __m512 acc[kRows];
-      GroupTile(s, nb, s.panel.data() + g * units * kUnitPanel, reinterpret_cast<const char*>(W + next * stride),
-                g == 0 ? next_lines : 0, acc);
+      const char* group = s.panel.data() + g * units * kUnitPanel;
+      if (g == 0) {
+        GroupTile<true>(s, nb, group, reinterpret_cast<const char*>(W + next * stride), next_lines, acc);
+      } else {
+        GroupTile<false>(s, nb, group, nullptr, 0, acc);
+      }
       StoreTile(acc, rows, std::min<int64_t>(kGroup, m - g * kGroup),
                 y + g * kGroup * static_cast<int64_t>(ldy) + (r - r0), ldy);
     }

@@ -205,14 +205,17 @@ BRAID_VNNI void PrepareK(const T& kt, const uint8_t* W, size_t stride, int64_t r
   }
 }
 
-template <class T>
+// kPrefetch: as GroupTile's (the tile's first group prefetches the next tile's rows).
+template <class T, bool kPrefetch>
 BRAID_VNNI HWY_INLINE void GroupTileK(const Scratch& s, int64_t nb, const char* group, const char* pf, int64_t pf_lines,
                                       __m512 (&acc)[kRowsK]) {
   for (int i = 0; i < kRowsK; ++i) acc[i] = _mm512_setzero_ps();
-  const int64_t pf_per_sb = nb > 0 ? (pf_lines + nb - 1) / nb : 0;
+  const int64_t pf_per_sb = kPrefetch && nb > 0 ? (pf_lines + nb - 1) / nb : 0;
   for (int64_t sb = 0; sb < nb; ++sb) {
-    for (int64_t l = sb * pf_per_sb; l < std::min(pf_lines, (sb + 1) * pf_per_sb); ++l)
-      _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+    if constexpr (kPrefetch) {
+      for (int64_t l = sb * pf_per_sb; l < std::min(pf_lines, (sb + 1) * pf_per_sb); ++l)
+        _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+    }
     const char* pb = group + sb * kSuperPanel;
     const int8_t* w = s.w.data() + sb * (kRowsK * 256);
     const int32_t* ints = s.corr.data() + sb * (kRowsK * 32);
@@ -267,8 +270,12 @@ BRAID_VNNI void PrefillK(const T& kt, const ActLayout& L, const uint8_t* W, size
     const int64_t next_lines = NextTileLines(r, r1, kRowsK, stride, &next);
     for (int64_t g = 0; g < groups; ++g) {
       __m512 acc[kRowsK];
-      GroupTileK<T>(s, nb, s.panel.data() + g * nb * kSuperPanel, reinterpret_cast<const char*>(W + next * stride),
-                    g == 0 ? next_lines : 0, acc);
+      const char* group = s.panel.data() + g * nb * kSuperPanel;
+      if (g == 0) {
+        GroupTileK<T, true>(s, nb, group, reinterpret_cast<const char*>(W + next * stride), next_lines, acc);
+      } else {
+        GroupTileK<T, false>(s, nb, group, nullptr, 0, acc);
+      }
       StoreTile(acc, rows, std::min<int64_t>(kGroup, m - g * kGroup),
                 y + g * kGroup * static_cast<int64_t>(ldy) + (r - r0), ldy);
     }
