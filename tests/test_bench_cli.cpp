@@ -127,6 +127,50 @@ TEST(RunBench, CallsTheForwardAsDocumented) {
   EXPECT_NEAR(j["gen_bytes_per_s"].get<double>(), r.gen_tokens_per_s.median() * (1 << 20), 1e-3);
 }
 
+// At depth, the context is fed once (untimed) and every test starts from its end.
+TEST(RunBench, DepthFillsTheContextFirst) {
+  std::vector<RecordingForward::Call> calls;
+  int made_ctx = 0;
+  ThreadPool pool(1);
+  BenchOptions opt;
+  opt.n_prompt = {8};
+  opt.n_gen = 3;
+  opt.n_depth = 20;
+  opt.reps = 2;
+  opt.measure_bandwidth = false;
+  const BenchResult r = run_bench(
+      [&](int n_ctx) {
+        made_ctx = n_ctx;
+        return std::make_unique<RecordingForward>(&calls, n_ctx);
+      },
+      fake_info(), opt, pool);
+  EXPECT_EQ(made_ctx, 28);  // depth + the largest test
+  // The context (20 at 0), pp8: warmup + 2 reps at 20, tg: warmup + 2 x 3 from 20.
+  ASSERT_EQ(calls.size(), 1u + 3u + 1u + 6u);
+  EXPECT_EQ(calls[0].n, 20);
+  EXPECT_EQ(calls[0].pos0, 0);
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_EQ(calls[i].n, 8);
+    EXPECT_EQ(calls[i].pos0, 20);
+  }
+  EXPECT_EQ(calls[4].pos0, 20);
+  for (int rep = 0; rep < 2; ++rep)
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(calls[5 + rep * 3 + i].n, 1);
+      EXPECT_EQ(calls[5 + rep * 3 + i].pos0, 20 + i);
+    }
+  EXPECT_EQ(r.n_depth, 20);
+  EXPECT_EQ(r.kv_cache_bytes, 28u * 64u);
+  auto j = nlohmann::json::parse(r.to_json());
+  EXPECT_EQ(j["n_depth"], 20);
+  EXPECT_EQ(j["n_ctx"], 28);
+
+  BenchOptions neg = opt;
+  neg.n_depth = -1;
+  EXPECT_THROW(run_bench([&](int n) { return std::make_unique<RecordingForward>(&calls, n); }, fake_info(), neg, pool),
+               Error);
+}
+
 TEST(RunBench, OnlyGenerationAndBadOptions) {
   std::vector<RecordingForward::Call> calls;
   ThreadPool pool(1);
@@ -425,6 +469,12 @@ TEST(BenchCli, HumanReadableTable) {
   for (const char* want : {"| pp8", "| tg4", "read bandwidth:", "peak RSS:", "Q4_0", "of the read bandwidth"})
     EXPECT_NE(b.out.find(want), std::string::npos) << want << "\n" << b.out;
   EXPECT_NE(b.err.find("braid: tg4: "), std::string::npos) << b.err;
+
+  // At depth, tests are named as llama-bench names them, and the KV cache read is said.
+  auto d = run_braid({"bench", "-m", m, "-t", "2", "-p", "8", "-n", "4", "-d", "16", "-r", "1", "--no-bandwidth"});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  for (const char* want : {"| pp8 @ d16", "| tg4 @ d16", "of KV cache per token at depth 16"})
+    EXPECT_NE(d.out.find(want), std::string::npos) << want << "\n" << d.out;
 }
 
 TEST(BenchCli, SynthWithTheSharedVocabulary) {
@@ -506,6 +556,8 @@ TEST(BenchCli, BadInputFailsWithOneLine) {
       {{"bench", "-m", m, "-p", "0", "-n", "0"}, "nothing to measure"},
       {{"bench", "-m", m, "-r", "0"}, "reps"},
       {{"bench", "-m", m, "--sequences", "0"}, "sequences"},
+      {{"bench", "-m", m, "-d", "-1"}, "--depth"},
+      {{"bench", "-m", m, "-d", "1000000"}, "--depth 1000000 plus the longest test (64 tokens) is beyond the model's context of"},
       {{"bench", "-m", m, "--sequences", "2", "-n", "0"}, "--sequences 2 times generation: it needs -n > 0"},
       {{"quantize", m, dir + "/o.gguf", "Q3_X"}, "unknown quantization type 'Q3_X'"},
       {{"quantize", dir + "/missing.gguf", dir + "/o.gguf", "Q4_0"}, "not found"},

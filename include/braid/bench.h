@@ -93,8 +93,13 @@ BenchModelInfo bench_model_info(const Model& model, const std::string& path, con
 struct BenchOptions {
   // Prompt processing tests: one prompt of each size fed at once (pp64, pp512, ...).
   std::vector<int> n_prompt = {64};
-  // Generation test: n_gen tokens fed one at a time from an empty context (tg64); 0: none.
+  // Generation test: n_gen tokens fed one at a time (tg64); 0: none.
   int n_gen = 64;
+  // Context already in the cache when each test starts (llama-bench's depth): n_depth
+  // tokens are fed first, untimed, and the tests run from position n_depth. 0: the tests
+  // start from an empty context. At depth, attention reads the cache's n_depth positions
+  // (and more) for every token: what long conversations cost.
+  int n_depth = 0;
   int reps = 3;        // timed repetitions of each test; results are medians
   bool warmup = true;  // an untimed run of each test first (faults the weights in)
   uint64_t seed = 1;   // of the random token ids fed
@@ -129,6 +134,7 @@ struct BenchResult {
   std::string simd;  // braid::quant_simd_target()
   int threads = 0;
   int reps = 0;
+  int n_depth = 0;
   int n_ctx = 0;
   std::vector<PromptBench> prompt;
   int n_gen = 0;
@@ -145,7 +151,7 @@ struct BenchResult {
   double bandwidth_fraction() const;
 
   // One JSON object. Keys: model, model_name, model_arch, model_type, model_bytes,
-  // model_params, weight_bytes_per_token, engine, simd, threads, reps, n_ctx, n_prompt
+  // model_params, weight_bytes_per_token, engine, simd, threads, reps, n_depth, n_ctx, n_prompt
   // (the first prompt size), prompt_tokens_per_s (its median), prompt (every size:
   // n_prompt, tokens_per_s, stddev, samples), n_gen, gen_tokens_per_s, gen_stddev,
   // gen_samples, sequences, pipelined_gen_tokens_per_s, pipelined_gen_stddev,
@@ -163,7 +169,7 @@ using ForwardFactory = std::function<std::unique_ptr<Forward>(int n_ctx)>;
 // those from one thread each at once (so they must be usable concurrently: a factory over
 // one ThreadPool must serialize them). Then reads the peak RSS and probes the read
 // bandwidth with `pool`'s threads. Throws braid::Error for options out of range (no
-// test, reps < 1, sizes < 1, sequences < 1, sequences > 1 without generation) and
+// test, reps < 1, sizes < 1, depth < 0, sequences < 1, sequences > 1 without generation) and
 // whatever a Forward throws.
 BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, const BenchOptions& opt,
                       ThreadPool& pool);

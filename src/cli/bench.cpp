@@ -14,6 +14,7 @@
 // measured against, not a batched decode.
 #include "braid/bench.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,7 @@ struct Options {
   int threads = 0;
   std::string prompt = "64";  // comma-separated sizes
   int n_gen = 64;
+  int depth = 0;  // tokens of context before each test
   int reps = 3;
   bool json = false;
   std::string output;
@@ -134,17 +136,20 @@ void print_table(const braid::BenchResult& r) {
               m.n_params / 1e9, gib(static_cast<double>(m.file_bytes)).c_str());
   std::printf("engine: %s, %d threads, SIMD %s, %d reps\n\n", r.engine.c_str(), r.threads, r.simd.c_str(),
               r.reps);
-  std::printf("| %-8s | %-21s |\n|----------|-----------------------|\n", "test", "tokens/s (median, sd)");
-  for (const braid::PromptBench& p : r.prompt)
-    std::printf("| pp%-6d | %10.2f ± %-8.2f |\n", p.n_prompt, p.tokens_per_s.median(),
-                p.tokens_per_s.stddev());
-  if (r.n_gen > 0)
-    std::printf("| tg%-6d | %10.2f ± %-8.2f |\n", r.n_gen, r.gen_tokens_per_s.median(),
-                r.gen_tokens_per_s.stddev());
+  // Tests at depth are named as llama-bench names them: "tg64 @ d1024".
+  const std::string at = r.n_depth > 0 ? " @ d" + std::to_string(r.n_depth) : "";
+  const int width = static_cast<int>(std::max<size_t>(8, 10 + at.size()));
+  std::printf("| %-*s | %-21s |\n|%s|-----------------------|\n", width, "test", "tokens/s (median, sd)",
+              std::string(static_cast<size_t>(width) + 2, '-').c_str());
+  auto row = [&](const std::string& test, const braid::BenchStat& s, const char* note) {
+    std::printf("| %-*s | %10.2f ± %-8.2f |%s\n", width, (test + at).c_str(), s.median(), s.stddev(), note);
+  };
+  for (const braid::PromptBench& p : r.prompt) row("pp" + std::to_string(p.n_prompt), p.tokens_per_s, "");
+  if (r.n_gen > 0) row("tg" + std::to_string(r.n_gen), r.gen_tokens_per_s, "");
   if (!r.pipelined_gen_tokens_per_s.samples.empty()) {
-    const std::string test = "tg" + std::to_string(r.n_gen) + " x" + std::to_string(r.sequences);
-    std::printf("| %-8s | %10.2f ± %-8.2f |  (%d sequences at once, all their tokens)\n", test.c_str(),
-                r.pipelined_gen_tokens_per_s.median(), r.pipelined_gen_tokens_per_s.stddev(), r.sequences);
+    const std::string note = "  (" + std::to_string(r.sequences) + " sequences at once, all their tokens)";
+    row("tg" + std::to_string(r.n_gen) + " x" + std::to_string(r.sequences), r.pipelined_gen_tokens_per_s,
+        note.c_str());
   }
   std::printf("\n");
   if (r.bandwidth.bytes_per_s > 0)
@@ -155,6 +160,9 @@ void print_table(const braid::BenchResult& r) {
                 m.weight_bytes_per_token / 1048576.0);
     if (r.bandwidth.bytes_per_s > 0)
       std::printf(" = %.0f%% of the read bandwidth", 100 * r.bandwidth_fraction());
+    if (r.n_depth > 0)
+      std::printf("; attention also reads %.1f MiB of KV cache per token at depth %d",
+                  static_cast<double>(m.kv_bytes_per_position) * r.n_depth / 1048576.0, r.n_depth);
     std::printf("\n");
   }
   const double budget = static_cast<double>(m.file_bytes + r.kv_cache_bytes);
@@ -177,6 +185,7 @@ void run(const Options& o) {
   braid::BenchOptions opt;
   opt.n_prompt = parse_sizes(o.prompt);
   opt.n_gen = o.n_gen;
+  opt.n_depth = o.depth;
   opt.reps = o.reps;
   opt.seed = o.seed;
   opt.sequences = o.sequences;
@@ -198,6 +207,13 @@ void run(const Options& o) {
   }
 
   std::shared_ptr<const braid::Model> model = braid::cli::load_model(o.model);
+  // Past the trained context a model's output is not what it was trained for, and a
+  // depth of a million tokens would run for hours: refuse it up front.
+  const int longest = std::max(opt.n_gen, opt.n_prompt.empty() ? 0 : *std::max_element(opt.n_prompt.begin(),
+                                                                                       opt.n_prompt.end()));
+  const int trained = model->config().n_ctx_train;
+  braid::check(trained <= 0 || int64_t{o.depth} + longest <= trained, "--depth ", o.depth, " plus the longest test (",
+               longest, " tokens) is beyond the model's context of ", trained, " tokens");
   braid::ThreadPool pool(o.threads);
   // The Forward under test: local, or a sequence on the ring (started on the first call,
   // with room for every sequence of the pipelined test). Everything else (timing, memory,
@@ -248,6 +264,10 @@ static braid::cli::Command reg(
       app.add_option("-p,--n-prompt", o->prompt, "Prompt sizes to time, comma-separated (0: none)")
           ->capture_default_str();
       app.add_option("-n,--n-gen", o->n_gen, "Tokens to generate one at a time (0: none)")
+          ->check(CLI::Range(0, 1 << 20))
+          ->capture_default_str();
+      app.add_option("-d,--depth", o->depth,
+                     "Tokens of context already in the cache when each test starts (llama-bench's depth)")
           ->check(CLI::Range(0, 1 << 20))
           ->capture_default_str();
       app.add_option("-r,--reps", o->reps, "Repetitions of each test (medians are reported)")

@@ -150,6 +150,7 @@ std::string BenchResult::to_json(int indent) const {
   j["simd"] = simd;
   j["threads"] = threads;
   j["reps"] = reps;
+  j["n_depth"] = n_depth;
   j["n_ctx"] = n_ctx;
   j["n_prompt"] = prompt.empty() ? 0 : prompt.front().n_prompt;
   j["prompt_tokens_per_s"] = prompt.empty() ? json(nullptr) : rate(prompt.front().tokens_per_s);
@@ -188,15 +189,20 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
         "bench: nothing to measure (no prompt sizes and no generation)");
   check(opt.reps >= 1 && opt.reps <= 1000, "bench: repetitions must be in [1, 1000], got ", opt.reps);
   check(opt.n_gen >= 0, "bench: generation length must be >= 0, got ", opt.n_gen);
+  check(opt.n_depth >= 0, "bench: depth must be >= 0, got ", opt.n_depth);
   check(opt.sequences >= 1 && opt.sequences <= 1024, "bench: sequences must be in [1, 1024], got ",
         opt.sequences);
   check(opt.sequences == 1 || opt.n_gen > 0, "bench: the pipelined test of ", opt.sequences,
         " sequences generates tokens: it needs a generation length > 0");
-  int n_ctx = opt.n_gen;
+  int n_test = opt.n_gen;
   for (int p : opt.n_prompt) {
     check(p >= 1, "bench: prompt sizes must be >= 1, got ", p);
-    n_ctx = std::max(n_ctx, p);
+    n_test = std::max(n_test, p);
   }
+  check(opt.n_depth <= (1 << 24) - n_test, "bench: depth ", opt.n_depth, " plus the tests' ", n_test,
+        " tokens is too long");
+  const int n_ctx = opt.n_depth + n_test;
+  const int d0 = opt.n_depth;  // the tests' first position
 
   BenchResult r;
   r.model = model;
@@ -204,6 +210,7 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
   r.simd = quant_simd_target();
   r.threads = pool.size();
   r.reps = opt.reps;
+  r.n_depth = opt.n_depth;
   r.n_gen = opt.n_gen;
   r.sequences = opt.sequences;
   r.n_ctx = n_ctx;
@@ -223,14 +230,20 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
     // Random ids: speed does not depend on which tokens are fed.
     const std::vector<int32_t> tokens = random_tokens(opt.seed, n_ctx, n_vocab);
     std::vector<float> logits(static_cast<size_t>(n_vocab));
+    // The context the tests start from (untimed); each test then writes its positions
+    // from d0 on, over the previous test's.
+    if (d0 > 0) {
+      fwd->forward(tokens.data(), d0, 0, false, logits.data());
+      log("depth " + std::to_string(d0) + ": filled");
+    }
 
     for (int p : opt.n_prompt) {
       PromptBench pb;
       pb.n_prompt = p;
-      if (opt.warmup) fwd->forward(tokens.data(), p, 0, false, logits.data());
+      if (opt.warmup) fwd->forward(tokens.data() + d0, p, d0, false, logits.data());
       for (int rep = 0; rep < opt.reps; ++rep) {
         const auto t0 = std::chrono::steady_clock::now();
-        fwd->forward(tokens.data(), p, 0, false, logits.data());
+        fwd->forward(tokens.data() + d0, p, d0, false, logits.data());
         pb.tokens_per_s.samples.push_back(p / std::max(seconds_since(t0), 1e-9));
       }
       check_finite(logits, "prompt processing");
@@ -238,10 +251,10 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
       r.prompt.push_back(std::move(pb));
     }
     if (opt.n_gen > 0) {
-      if (opt.warmup) fwd->forward(tokens.data(), 1, 0, false, logits.data());
+      if (opt.warmup) fwd->forward(tokens.data() + d0, 1, d0, false, logits.data());
       for (int rep = 0; rep < opt.reps; ++rep) {
         const auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < opt.n_gen; ++i)
+        for (int i = d0; i < d0 + opt.n_gen; ++i)
           fwd->forward(&tokens[static_cast<size_t>(i)], 1, i, false, logits.data());
         r.gen_tokens_per_s.samples.push_back(opt.n_gen / std::max(seconds_since(t0), 1e-9));
       }
@@ -266,11 +279,18 @@ BenchResult run_bench(const ForwardFactory& make, const BenchModelInfo& model, c
         ids.push_back(random_tokens(opt.seed + 1 + static_cast<uint64_t>(i), n_ctx, n_vocab));
       auto generate = [&](int i, int count) {
         Forward& f = *seqs[static_cast<size_t>(i)];
-        for (int k = 0; k < count; ++k)
+        for (int k = d0; k < d0 + count; ++k)
           f.forward(&ids[static_cast<size_t>(i)][static_cast<size_t>(k)], 1, k, false,
                     out[static_cast<size_t>(i)].data());
       };
-      // Untimed: the new sequences' first tokens set up their state (caches, links).
+      // Untimed: the new sequences' contexts (at depth), and their first tokens set up
+      // their state (caches, links).
+      if (d0 > 0) {
+        run_concurrently(n - 1, [&](int i) {
+          seqs[static_cast<size_t>(i) + 1]->forward(ids[static_cast<size_t>(i) + 1].data(), d0, 0, false,
+                                                     out[static_cast<size_t>(i) + 1].data());
+        });
+      }
       if (opt.warmup) run_concurrently(n, [&](int i) { generate(i, 1); });
       for (int rep = 0; rep < opt.reps; ++rep) {
         const double seconds = run_concurrently(n, [&](int i) { generate(i, opt.n_gen); });
