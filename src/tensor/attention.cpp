@@ -125,19 +125,19 @@ HWY_INLINE void WeightedSums(DF d, const float* v, int64_t stride, int64_t len, 
 }
 
 // WeightedSums of `heads` heads (any number) over the vectors from element c,
-// kHeadsAtOnce heads at a time.
+// kHeadsAtOnce heads at a time; the first call prefetches the value rows for the others.
 template <int kV>
 HWY_INLINE void WeightedSumsOf(DF d, const float* v, int64_t stride, int64_t len, float* const* p, const float* inv,
-                               float* const* o, int heads, int64_t c, bool prefetch) {
+                               float* const* o, int heads, int64_t c) {
   float* oc[kHeadsAtOnce];
   int i = 0;
   for (; i + kHeadsAtOnce <= heads; i += kHeadsAtOnce) {
     for (int m = 0; m < kHeadsAtOnce; ++m) oc[m] = o[i + m] + c;
-    WeightedSums<kV, kHeadsAtOnce>(d, v + c, stride, len, p + i, inv + i, oc, prefetch && i == 0);
+    WeightedSums<kV, kHeadsAtOnce>(d, v + c, stride, len, p + i, inv + i, oc, i == 0);
   }
   for (; i < heads; ++i) {
     oc[0] = o[i] + c;
-    WeightedSums<kV, 1>(d, v + c, stride, len, p + i, inv + i, oc, prefetch && i == 0);
+    WeightedSums<kV, 1>(d, v + c, stride, len, p + i, inv + i, oc, i == 0);
   }
 }
 
@@ -168,15 +168,15 @@ HWY_INLINE void AttendOutputs(DF d, float* const* p, const float* inv, int heads
                               int64_t kv_dim, int64_t hd, float* const* o) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   int64_t c = 0;
-  for (; c + 4 * N <= hd; c += 4 * N) WeightedSumsOf<4>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
+  for (; c + 4 * N <= hd; c += 4 * N) WeightedSumsOf<4>(d, vh, kv_dim, len, p, inv, o, heads, c);
   if (c + 3 * N <= hd) {
-    WeightedSumsOf<3>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
+    WeightedSumsOf<3>(d, vh, kv_dim, len, p, inv, o, heads, c);
     c += 3 * N;
   } else if (c + 2 * N <= hd) {
-    WeightedSumsOf<2>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
+    WeightedSumsOf<2>(d, vh, kv_dim, len, p, inv, o, heads, c);
     c += 2 * N;
   } else if (c + N <= hd) {
-    WeightedSumsOf<1>(d, vh, kv_dim, len, p, inv, o, heads, c, true);
+    WeightedSumsOf<1>(d, vh, kv_dim, len, p, inv, o, heads, c);
     c += N;
   }
   if (c < hd) {

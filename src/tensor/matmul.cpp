@@ -308,12 +308,15 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     AlignedVector<uint8_t> data;
   };
   std::vector<Quantized> quantized;
+  quantized.reserve(parts.size());  // act[] points into it
   std::vector<const Quantized*> act(parts.size(), nullptr);
   for (size_t i = 0; i < parts.size(); ++i) {
     const DType t = parts[i].w->type;
     if (float_code(t) >= 0) continue;
     auto same = std::find_if(quantized.begin(), quantized.end(), [&](const Quantized& q) { return q.type == t; });
-    if (same == quantized.end()) {
+    if (same != quantized.end()) {
+      act[i] = &*same;
+    } else {
       Quantized q{t, quant_activation_bytes(t, k), {}};
       q.data.resize(q.bytes * static_cast<size_t>(n));
       // Tokens are quantized independently; a prompt's are split over the pool (serial,
@@ -328,11 +331,8 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
         quantize(0, n, 0);
       }
       quantized.push_back(std::move(q));
+      act[i] = &quantized.back();
     }
-  }
-  for (size_t i = 0; i < parts.size(); ++i) {
-    for (const Quantized& q : quantized)
-      if (q.type == parts[i].w->type) act[i] = &q;  // after the last push_back: stable
   }
 
   // Rows [r0, r1) of part i.
