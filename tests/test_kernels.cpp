@@ -87,18 +87,33 @@ TEST_P(MatmulTest, MatchesScalarReferenceOnOddShapes) {
 TEST_P(MatmulTest, BatchAndThreadsDoNotChangeBits) {
   // Prefill (n tokens at once) and decode (one at a time) must agree exactly, on any
   // thread count: the distributed runtime's recovery replays a sequence as a prefill.
+  // The shapes make every tile kind: groups of 6 tokens and the smaller last groups,
+  // tiles of 4 rows and the single rows at a block's end, inputs over several spans of
+  // 512 with a partial last vector, and blocks split between threads.
   const DType type = GetParam();
-  const int64_t rows = 300, cols = 515;  // large enough to use the pool
-  const int n = 11;
-  Weights w = make_weights(type, rows, cols, 7);
-  std::vector<float> x = random_vec(static_cast<size_t>(n * cols), 8);
-  ThreadPool one(1), four(4);
-  std::vector<float> batched(static_cast<size_t>(n * rows)), threaded(batched.size()), single(batched.size());
-  matmul(w.t, x.data(), n, batched.data(), one);
-  matmul(w.t, x.data(), n, threaded.data(), four);
-  for (int t = 0; t < n; ++t) matmul(w.t, x.data() + t * cols, 1, single.data() + t * rows, four);
-  EXPECT_EQ(0, std::memcmp(batched.data(), threaded.data(), batched.size() * 4));
-  EXPECT_EQ(0, std::memcmp(batched.data(), single.data(), batched.size() * 4));
+  struct Shape {
+    int64_t rows, cols;
+    int n;
+  };
+  uint32_t seed = 7;
+  for (const Shape& s : {Shape{300, 515, 11}, Shape{301, 1100, 13}, Shape{67, 2048, 64}, Shape{18, 40, 5}}) {
+    SCOPED_TRACE(testing::Message() << "rows " << s.rows << " cols " << s.cols << " n " << s.n);
+    Weights w = make_weights(type, s.rows, s.cols, seed++);
+    std::vector<float> x = random_vec(static_cast<size_t>(s.n * s.cols), seed++);
+    ThreadPool one(1), four(4);
+    std::vector<float> batched(static_cast<size_t>(s.n * s.rows)), threaded(batched.size()), single(batched.size());
+    matmul(w.t, x.data(), s.n, batched.data(), one);
+    matmul(w.t, x.data(), s.n, threaded.data(), four);
+    for (int t = 0; t < s.n; ++t) matmul(w.t, x.data() + t * s.cols, 1, single.data() + t * s.rows, four);
+    EXPECT_EQ(0, std::memcmp(batched.data(), threaded.data(), batched.size() * 4));
+    EXPECT_EQ(0, std::memcmp(batched.data(), single.data(), batched.size() * 4));
+    // And each equals dot_rows_f32 on the stored values as f32: f16 and bf16 rows are
+    // converted exactly on load, so the same order gives the same bits.
+    std::vector<float> wf(w.values), xs(x.begin(), x.begin() + s.cols);
+    std::vector<float> rows_y(static_cast<size_t>(s.rows));
+    dot_rows_f32(wf.data(), s.cols, s.rows, xs.data(), s.cols, rows_y.data());
+    EXPECT_EQ(0, std::memcmp(rows_y.data(), single.data(), rows_y.size() * 4));
+  }
 }
 
 TEST_P(MatmulTest, RowToF32GivesStoredValues) {

@@ -2,9 +2,9 @@
 // target of the running CPU), and dispatch to braid/quant.h for block-quantized weights.
 //
 // Bit-identity across batch sizes: a token's dot product with a row always runs the same
-// operations (two vector accumulators over 2-vector steps, one more vector step, a
-// zero-padded final vector, then one horizontal sum), whether it is computed alone or as
-// one of a block of four tokens sharing the row's loads.
+// operations (one vector accumulator over the full vectors, a zero-padded final vector,
+// then one horizontal sum), whether it is computed alone or in a tile of rows and tokens
+// sharing their loads (see Tile).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "tensor/matmul.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -75,129 +75,163 @@ HWY_INLINE VF TailX(DF d, const float* x, int64_t i0, int64_t k) {
 // quant_tile-inl.h), past the row's end into the next rows, which follow it in memory.
 constexpr int64_t kPrefetchAheadBytes = 24576;
 
-// Prefetches the cache lines of elements [i, i + n) of row w, kPrefetchAheadBytes ahead.
+// The canonical order of one (row, token) dot product, which every kernel below follows
+// so that a token gets the same bits alone (decode) or in a prompt (prefill), on any
+// thread count: one vector accumulator, fused multiply-adds over the full vectors in
+// order, then the zero-padded last partial vector, then one horizontal sum. One
+// accumulator (not two) leaves registers for tiles of kTileRows rows x kTileTokens
+// tokens: each weight vector loaded (and converted from f16) once for 6 tokens and each
+// input vector once for 4 rows, instead of the loads outnumbering the multiply-adds.
+
+// The last k % Lanes weights of row w and inputs of x from i0, zero-padded, multiplied
+// into acc.
 template <class Row>
-HWY_INLINE void PrefetchAhead(const Row& w, int64_t i, int64_t n) {
-  const char* p = reinterpret_cast<const char*>(w.p + i) + kPrefetchAheadBytes;
-  const int64_t bytes = n * static_cast<int64_t>(sizeof(*w.p));
-  for (int64_t b = 0; b < bytes; b += 64) hwy::Prefetch(p + b);
+HWY_INLINE VF TailMulAdd(DF d, const Row& w, const float* x, int64_t i0, int64_t k, VF acc) {
+  return hn::MulAdd(TailW(d, w, i0, k), TailX(d, x, i0, k), acc);
 }
 
-template <class Row>
-HWY_INLINE float Dot1(const Row& w, const float* x, int64_t k) {
-  const DF d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  VF a0 = hn::Zero(d), a1 = hn::Zero(d);
-  int64_t i = 0;
-  for (; i + 2 * N <= k; i += 2 * N) {
-    PrefetchAhead(w, i, 2 * N);
-    a0 = hn::MulAdd(w.vec(d, i), hn::LoadU(d, x + i), a0);
-    a1 = hn::MulAdd(w.vec(d, i + N), hn::LoadU(d, x + i + N), a1);
-  }
-  if (i + N <= k) {
-    a0 = hn::MulAdd(w.vec(d, i), hn::LoadU(d, x + i), a0);
-    i += N;
-  }
-  if (i < k) a1 = hn::MulAdd(TailW(d, w, i, k), TailX(d, x, i, k), a1);
-  return hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1)));
-}
+constexpr int kTileRows = 4;
+constexpr int kTileTokens = 6;
+// Elements per span: a tile's inputs for one span (6 tokens x 2 KiB) stay in L1 while
+// the rows of a 16-row block pass over them; accumulators wait in `state` between spans.
+// A multiple of Lanes on every target. (Spans do not change bits: each pair's sequence
+// of vector steps is the same however it is cut.)
+constexpr int64_t kSpan = 512;
+constexpr int64_t kRowBlock = 16;
 
-// Four tokens x0..x3 (stride xs) against one row, over the elements [i0, i1): the row is
-// loaded once per step for all four. The eight accumulators live in `state` between
-// spans; i0 must be a multiple of 2 * Lanes, and so must i1 unless it is k (the last
-// span, which also does Dot1's final vector step, the tail and the horizontal sums into
-// out[0..4)). Span by span, each token sees exactly Dot1's sequence of operations.
-template <class Row>
-HWY_INLINE void Dot4Span(const Row& w, const float* x, int64_t xs, int64_t i0, int64_t i1, int64_t k,
-                         float* state, float* out) {
+// Sanitizer builds (the ASan unit tests, the fuzz targets) take the plain loop below:
+// with ASan and UBSan, the unrolled tiles of every T made this one file take 4-9 minutes
+// to compile instead of 30 s. The Release tests check the tiles against it bit for bit.
+#if defined(__SANITIZE_ADDRESS__)
+#define BRAID_MATMUL_PLAIN_LOOP 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BRAID_MATMUL_PLAIN_LOOP 1
+#endif
+#endif
+
+#if HWY_HAVE_SCALABLE || defined(BRAID_MATMUL_PLAIN_LOOP)
+// Sizeless vectors (SVE, RVV) cannot form the arrays of the tiles below: one (row,
+// token) pair at a time, the same operations in the same order.
+template <int R, int T, class Row>
+HWY_INLINE void Tile(const Row* w, const float* x, int64_t k, int64_t i0, int64_t i1, float* state, float* y,
+                     int64_t rows) {
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const float* x0 = x;
-  const float* x1 = x + xs;
-  const float* x2 = x + 2 * xs;
-  const float* x3 = x + 3 * xs;
-  VF a0 = hn::Load(d, state + 0 * N), a1 = hn::Load(d, state + 1 * N);
-  VF b0 = hn::Load(d, state + 2 * N), b1 = hn::Load(d, state + 3 * N);
-  VF c0 = hn::Load(d, state + 4 * N), c1 = hn::Load(d, state + 5 * N);
-  VF e0 = hn::Load(d, state + 6 * N), e1 = hn::Load(d, state + 7 * N);
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      float* st = state + (r * T + t) * N;
+      const float* xt = x + t * k;
+      VF acc = hn::Load(d, st);
+      int64_t i = i0;
+      for (; i + N <= i1; i += N) {
+        if (T == 1) hwy::Prefetch(reinterpret_cast<const char*>(w[r].p + i) + kPrefetchAheadBytes);
+        acc = hn::MulAdd(w[r].vec(d, i), hn::LoadU(d, xt + i), acc);
+      }
+      if (i1 < k) {
+        hn::Store(acc, d, st);
+      } else {
+        if (i < k) acc = TailMulAdd(d, w[r], xt, i, k, acc);
+        y[t * rows + r] = hn::GetLane(hn::SumOfLanes(d, acc));
+      }
+    }
+  }
+}
+#else
+// R rows x T tokens over the elements [i0, i1) (a multiple of Lanes from i0, or up to
+// k): accumulators come from `state` (R*T vectors) and go back there, or, when i1 == k,
+// finish with the tail and their horizontal sums into y[t * rows + r].
+template <int R, int T, class Row>
+HWY_INLINE void Tile(const Row* w, const float* x, int64_t k, int64_t i0, int64_t i1, float* state, float* y,
+                     int64_t rows) {
+  const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  VF acc[R][T];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t] = hn::Load(d, state + (r * T + t) * N);
+  }
   int64_t i = i0;
-  for (; i + 2 * N <= i1; i += 2 * N) {
-    const VF w0 = w.vec(d, i), w1 = w.vec(d, i + N);
-    a0 = hn::MulAdd(w0, hn::LoadU(d, x0 + i), a0);
-    a1 = hn::MulAdd(w1, hn::LoadU(d, x0 + i + N), a1);
-    b0 = hn::MulAdd(w0, hn::LoadU(d, x1 + i), b0);
-    b1 = hn::MulAdd(w1, hn::LoadU(d, x1 + i + N), b1);
-    c0 = hn::MulAdd(w0, hn::LoadU(d, x2 + i), c0);
-    c1 = hn::MulAdd(w1, hn::LoadU(d, x2 + i + N), c1);
-    e0 = hn::MulAdd(w0, hn::LoadU(d, x3 + i), e0);
-    e1 = hn::MulAdd(w1, hn::LoadU(d, x3 + i + N), e1);
+  for (; i + N <= i1; i += N) {
+    VF wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      // One token: decode, streaming from DRAM.
+      if (T == 1) hwy::Prefetch(reinterpret_cast<const char*>(w[r].p + i) + kPrefetchAheadBytes);
+      wv[r] = w[r].vec(d, i);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const VF xv = hn::LoadU(d, x + t * k + i);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(wv[r], xv, acc[r][t]);
+    }
   }
   if (i1 < k) {
-    hn::Store(a0, d, state + 0 * N);
-    hn::Store(a1, d, state + 1 * N);
-    hn::Store(b0, d, state + 2 * N);
-    hn::Store(b1, d, state + 3 * N);
-    hn::Store(c0, d, state + 4 * N);
-    hn::Store(c1, d, state + 5 * N);
-    hn::Store(e0, d, state + 6 * N);
-    hn::Store(e1, d, state + 7 * N);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) hn::Store(acc[r][t], d, state + (r * T + t) * N);
+    }
     return;
   }
-  if (i + N <= k) {
-    const VF w0 = w.vec(d, i);
-    a0 = hn::MulAdd(w0, hn::LoadU(d, x0 + i), a0);
-    b0 = hn::MulAdd(w0, hn::LoadU(d, x1 + i), b0);
-    c0 = hn::MulAdd(w0, hn::LoadU(d, x2 + i), c0);
-    e0 = hn::MulAdd(w0, hn::LoadU(d, x3 + i), e0);
-    i += N;
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      if (i < k) acc[r][t] = TailMulAdd(d, w[r], x + t * k, i, k, acc[r][t]);
+      y[t * rows + r] = hn::GetLane(hn::SumOfLanes(d, acc[r][t]));
+    }
   }
-  if (i < k) {
-    const VF wt = TailW(d, w, i, k);
-    a1 = hn::MulAdd(wt, TailX(d, x0, i, k), a1);
-    b1 = hn::MulAdd(wt, TailX(d, x1, i, k), b1);
-    c1 = hn::MulAdd(wt, TailX(d, x2, i, k), c1);
-    e1 = hn::MulAdd(wt, TailX(d, x3, i, k), e1);
+}
+#endif
+
+// Tile<R, T> for T = 1..kTileTokens chosen at run time.
+template <int R, class Row>
+HWY_INLINE void TileOf(int T, const Row* w, const float* x, int64_t k, int64_t i0, int64_t i1, float* state,
+                       float* y, int64_t rows) {
+  switch (T) {
+    case 1:
+      return Tile<R, 1>(w, x, k, i0, i1, state, y, rows);
+    case 2:
+      return Tile<R, 2>(w, x, k, i0, i1, state, y, rows);
+    case 3:
+      return Tile<R, 3>(w, x, k, i0, i1, state, y, rows);
+    case 4:
+      return Tile<R, 4>(w, x, k, i0, i1, state, y, rows);
+    case 5:
+      return Tile<R, 5>(w, x, k, i0, i1, state, y, rows);
+    default:
+      return Tile<R, kTileTokens>(w, x, k, i0, i1, state, y, rows);
   }
-  out[0] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1)));
-  out[1] = hn::GetLane(hn::SumOfLanes(d, hn::Add(b0, b1)));
-  out[2] = hn::GetLane(hn::SumOfLanes(d, hn::Add(c0, c1)));
-  out[3] = hn::GetLane(hn::SumOfLanes(d, hn::Add(e0, e1)));
 }
 
-// Rows [r0, r1) of y[n][rows] = x[n][k] · Wᵀ. Blocks of 16 rows meet blocks of 4 tokens,
-// and long rows go in spans of kSpan elements so the four tokens' inputs stay in L1
-// while the 16 rows stream past them (prefill is otherwise bound by L2 bandwidth).
+// Rows [r0, r1) of y[n][rows] = x[n][k] · Wᵀ: blocks of 16 rows, and for each, groups of
+// up to 6 tokens, spans of k, then tiles of 4 rows (single rows at a block's end).
 template <class Row, class Elem>
 void MatmulRowsT(const uint8_t* wdata, size_t row_stride, int64_t k, const float* x, int n, float* y,
                  int64_t rows, int64_t r0, int64_t r1) {
-  constexpr int64_t kRowBlock = 16;
-  constexpr int64_t kSpan = 1024;  // a multiple of 2 * Lanes on every target
   const DF d;
-  const size_t N = hn::Lanes(d);
-  HWY_ALIGN float state[kRowBlock * 8 * kMaxLanes];
-  auto row = [&](int64_t r) {
-    return Row{reinterpret_cast<const Elem*>(wdata + static_cast<size_t>(r) * row_stride)};
-  };
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  HWY_ALIGN float state[kRowBlock * kTileTokens * kMaxLanes];
+  Row w[kRowBlock];
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
-    const int64_t re = std::min(rb + kRowBlock, r1);
-    int t = 0;
-    for (; t + 4 <= n; t += 4) {
-      const float* xt = x + static_cast<int64_t>(t) * k;
-      std::fill(state, state + (re - rb) * 8 * N, 0.0f);
-      float out[4];
-      for (int64_t i0 = 0; i0 < k; i0 += kSpan) {
-        const int64_t i1 = std::min(i0 + kSpan, k);
-        for (int64_t r = rb; r < re; ++r) {
-          Dot4Span(row(r), xt, k, i0, i1, k, state + (r - rb) * 8 * N, out);
-          if (i1 == k) {
-            for (int j = 0; j < 4; ++j) y[static_cast<int64_t>(t + j) * rows + r] = out[j];
-          }
-        }
+    const int re = static_cast<int>(std::min(kRowBlock, r1 - rb));
+    for (int r = 0; r < re; ++r)
+      w[r] = Row{reinterpret_cast<const Elem*>(wdata + static_cast<size_t>(rb + r) * row_stride)};
+    for (int t0 = 0; t0 < n; t0 += kTileTokens) {
+      const int T = std::min(kTileTokens, n - t0);
+      const float* xt = x + static_cast<int64_t>(t0) * k;
+      float* yt = y + static_cast<int64_t>(t0) * rows + rb;
+      std::fill(state, state + re * T * N, 0.0f);
+      // One token's input fits L1 whole; then each row streams start to end (decode).
+      const int64_t span = T == 1 ? k : kSpan;
+      for (int64_t i0 = 0; i0 < k; i0 += span) {
+        const int64_t i1 = std::min(i0 + span, k);
+        int r = 0;
+        for (; r + kTileRows <= re; r += kTileRows)
+          TileOf<kTileRows>(T, w + r, xt, k, i0, i1, state + r * T * N, yt + r, rows);
+        for (; r < re; ++r) TileOf<1>(T, w + r, xt, k, i0, i1, state + r * T * N, yt + r, rows);
       }
-    }
-    for (; t < n; ++t) {
-      for (int64_t r = rb; r < re; ++r)
-        y[static_cast<int64_t>(t) * rows + r] = Dot1(row(r), x + static_cast<int64_t>(t) * k, k);
     }
   }
 }
@@ -215,7 +249,11 @@ void MatmulRows(int type, const uint8_t* wdata, size_t row_stride, int64_t k, co
   }
 }
 
-float DotF32(const float* a, const float* b, int64_t n) { return Dot1(RowF32{a}, b, n); }
+float DotF32(const float* a, const float* b, int64_t n) {
+  float y;
+  MatmulRowsT<RowF32, float>(reinterpret_cast<const uint8_t*>(a), 0, n, b, 1, &y, 1, 0, 1);
+  return y;
+}
 
 // Row conversions to f32 (embedding lookups).
 void RowToF32(int type, const uint8_t* src, int64_t n, float* dst) {
@@ -258,7 +296,7 @@ namespace {
 // Below this many multiply-adds, waking the pool costs more than it saves.
 constexpr int64_t kParallelMacs = 1 << 16;
 // Rows go to threads in blocks of this many (whole blocks keep threads off each other's
-// cache lines in y, and match the decode kernels' passes of 16 rows).
+// cache lines in y, and match the kernels' blocks of 16 rows).
 constexpr int64_t kRowBlock = 16;
 
 // 0 = f32, 1 = f16, 2 = bf16 (MatmulRows' codes); -1 = a block-quantized type.
