@@ -18,26 +18,11 @@ model=$1 threads=$2 prompt=${3:-64} ngen=${4:-32} reps=${5:-3}
 
 dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/llamacpp" && pwd)
 
-command -v node >/dev/null || { echo "$0: node (>= 20) is not installed" >&2; exit 1; }
-command -v npm >/dev/null || { echo "$0: npm is not installed" >&2; exit 1; }
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-(( node_major >= 20 )) || { echo "$0: node >= 20 needed, found $(node --version)" >&2; exit 1; }
 if [[ $(uname -s) != Linux || $(uname -m) != x86_64 ]]; then
     echo "$0: the pinned prebuilt binary (@node-llama-cpp/linux-x64) is for Linux x86_64 only, this is $(uname -s) $(uname -m)" >&2
     exit 1
 fi
-
-# npm ci once per lock file. --omit=optional: node-llama-cpp lists every platform's
-# prebuilt binaries (CUDA, Vulkan, ...) as optional dependencies; only the CPU one, a
-# direct dependency in package.json, is installed. --ignore-scripts: node-llama-cpp's
-# postinstall may try to build llama.cpp from source; bench.mjs only uses the prebuilt one.
-stamp=$dir/node_modules/.braid-lock.sha256
-want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
-if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-    echo "$0: installing node-llama-cpp into $dir/node_modules (npm ci)" >&2
-    (cd "$dir" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
-    echo "$want" >"$stamp"
-fi
+"$dir/install.sh"
 
 # shellcheck disable=SC2086
 exec node "$dir/bench.mjs" -m "$model" -t "$threads" -p "$prompt" -n "$ngen" -r "$reps" ${LLAMACPP_BENCH_ARGS:-}

@@ -13,11 +13,14 @@
 #                            ~4.5 GB for the four types); FORCE_SYNTH=1 remakes them
 #   TYPES="F16 Q8_0 Q4_0 Q4_K_M"  THREADS="1 2"  REPS=3  PRESET=1b
 #   PROMPTS=64,512  NGEN=64  RESULTS=bench/results
-#   LLAMACPP=1               also run llama.cpp (bench/run_llamacpp.sh: its prebuilt CPU
-#                            binary) on the same file and threads right after each braid
-#                            run (pp = the first of PROMPTS, tg = NGEN), writing
+#   LLAMACPP=native          also run llama.cpp's llama-bench, built natively from the
+#                            source its npm package ships (bench/run_llamacpp_native.sh),
+#                            on the same file and threads right after each braid run
+#                            (pp = the first of PROMPTS, tg = NGEN), writing
 #                            llamacpp-PRESET-TYPE-tN.json, and print a second table with
 #                            both and their ratios: both see the same machine and load.
+#   LLAMACPP=1               the same with llama.cpp's prebuilt CPU binary from npm
+#                            (bench/run_llamacpp.sh) instead of a native build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +33,14 @@ PRESET=${PRESET:-1b}
 PROMPTS=${PROMPTS:-64,512}
 NGEN=${NGEN:-64}
 RESULTS=${RESULTS:-bench/results}
+
+case ${LLAMACPP:-0} in
+  0) ;;
+  1) llamacpp=bench/run_llamacpp.sh ;;
+  native) llamacpp=bench/run_llamacpp_native.sh
+          bench/build_llamacpp.sh >/dev/null ;;  # build first, outside the timed runs
+  *) echo "run_quant.sh: LLAMACPP must be 0, 1 (prebuilt) or native, got '$LLAMACPP'" >&2; exit 2 ;;
+esac
 
 if [ ! -x "$BRAID" ]; then
   echo "run_quant.sh: $BRAID not found; build braid first (scripts/build.sh) or set BRAID" >&2
@@ -51,9 +62,9 @@ for type in $TYPES; do
     out="$RESULTS/synth-$PRESET-$type-t$t.json"
     echo "== bench $type, $t threads (load $(load))" >&2
     "$BRAID" bench -m "$model" -t "$t" -p "$PROMPTS" -n "$NGEN" -r "$REPS" --json -o "$out" >/dev/null
-    if [ "${LLAMACPP:-0}" = 1 ]; then
-      echo "== llama.cpp $type, $t threads (load $(load))" >&2
-      bench/run_llamacpp.sh "$model" "$t" "${PROMPTS%%,*}" "$NGEN" "$REPS" \
+    if [ "${LLAMACPP:-0}" != 0 ]; then
+      echo "== llama.cpp ($LLAMACPP) $type, $t threads (load $(load))" >&2
+      "$llamacpp" "$model" "$t" "${PROMPTS%%,*}" "$NGEN" "$REPS" \
         >"$RESULTS/llamacpp-$PRESET-$type-t$t.json"
     fi
   done
@@ -115,7 +126,7 @@ print("SIMD %s; %s, %d cores; load average %s before, %s after; %d s; commit %s"
     env["commit"]))
 PY
 
-[ "${LLAMACPP:-0}" = 1 ] || exit 0
+[ "${LLAMACPP:-0}" != 0 ] || exit 0
 # braid against llama.cpp, run back to back on the same file and threads.
 python3 - "$PRESET" "${PROMPTS%%,*}" "$RESULTS" $TYPES -- $THREADS <<'PY'
 import json, sys
