@@ -5,6 +5,7 @@
 // operations (one vector accumulator over the full vectors, a zero-padded final vector,
 // then one horizontal sum), whether it is computed alone or in a tile of rows and tokens
 // sharing their loads (see Tile).
+
 // Tokens per prefill tile: shared by every target's kernels and by matmul's packing of
 // the input (outside the per-target code, so defined once for the file).
 #ifndef BRAID_MATMUL_TILE_TOKENS
@@ -221,7 +222,7 @@ HWY_INLINE void TileOf(int T, const Row* w, const float* x, int64_t ldx, int64_t
 // then streams start to end (decode).
 HWY_INLINE int64_t SpanFor(int T, int64_t k) { return T == 1 ? k : kSpan; }
 
-// x[n][k] rearranged as the tiles read it (PackedInputs): for each group of up to 6
+// x[n][k] rearranged as the tiles read it (MatmulRowsT): for each group of up to 6
 // tokens from t0 and each span [i0, i1), the group's T token rows of that span one after
 // another, at xp + t0 * k + T * i0. For one token this is x itself.
 void PackInputs(const float* x, int n, int64_t k, int64_t g0, int64_t g1, float* xp) {
