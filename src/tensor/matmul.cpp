@@ -396,9 +396,13 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
   std::vector<Quantized> quantized;
   quantized.reserve(parts.size());  // act[] points into it
   std::vector<const Quantized*> act(parts.size(), nullptr);
+  bool any_float = false;  // a part with float weights (they read x packed, below)
   for (size_t i = 0; i < parts.size(); ++i) {
     const DType t = parts[i].w->type;
-    if (float_code(t) >= 0) continue;
+    if (float_code(t) >= 0) {
+      any_float = true;
+      continue;
+    }
     auto same = std::find_if(quantized.begin(), quantized.end(), [&](const Quantized& q) { return q.type == t; });
     if (same != quantized.end()) {
       act[i] = &*same;
@@ -425,8 +429,6 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
   // is), once per call for all threads.
   const float* xf = x;
   AlignedVector<float> packed;
-  const bool any_float =
-      std::any_of(parts.begin(), parts.end(), [](const MatmulPart& p) { return float_code(p.w->type) >= 0; });
   if (any_float && n > 1) {
     packed.resize(static_cast<size_t>(n) * static_cast<size_t>(k));
     const int64_t groups = (n + BRAID_MATMUL_TILE_TOKENS - 1) / BRAID_MATMUL_TILE_TOKENS;
