@@ -214,6 +214,30 @@ TEST(Matmul, PartsSharingAnInputEqualSeparateCalls) {
   }
 }
 
+// Rows of no elements are empty sums: every result is written, as 0 (an unwritten y kept
+// whatever the buffer held, found by the sanitizer build on another machine).
+TEST(Matmul, EmptyRowsGiveZeros) {
+  uint8_t none[64] = {};
+  for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+    Tensor t;
+    t.name = "w";
+    t.type = type;
+    t.n_dims = 2;
+    t.ne[0] = 0;
+    t.ne[1] = 37;
+    t.data = none;
+    for (int n : {1, 7}) {
+      for (int threads : {1, 2}) {
+        ThreadPool pool(threads);
+        std::vector<float> x(1), y(static_cast<size_t>(37 * n), NAN);
+        matmul(t, x.data(), n, y.data(), pool);
+        for (float v : y) ASSERT_EQ(v, 0.0f) << dtype_name(type) << " n=" << n << " threads=" << threads;
+      }
+    }
+  }
+  EXPECT_EQ(dot_f32(nullptr, nullptr, 0), 0.0f);
+}
+
 TEST(Matmul, PartsOfDifferentWidthsAreAnError) {
   std::vector<float> a(4 * 8), b(4 * 16), x(16), y(8);
   Tensor ta, tb;
