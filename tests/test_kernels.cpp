@@ -1,6 +1,8 @@
 // Kernels against scalar references (double precision, written for clarity), on odd
 // shapes that exercise every SIMD tail, plus the determinism the runtime relies on.
 #include <gtest/gtest.h>
+#include <hwy/highway.h>
+#include <hwy/targets.h>
 
 #include <cmath>
 #include <cstring>
@@ -90,30 +92,39 @@ TEST_P(MatmulTest, BatchAndThreadsDoNotChangeBits) {
   // The shapes make every tile kind: groups of 6 tokens and the smaller last groups,
   // tiles of 4 rows and the single rows at a block's end, inputs over several spans of
   // 512 with a partial last vector, and blocks split between threads.
+  // On every SIMD target this CPU runs (CI's machine may pick another than ours).
   const DType type = GetParam();
   struct Shape {
     int64_t rows, cols;
     int n;
   };
-  uint32_t seed = 7;
-  for (const Shape& s : {Shape{300, 515, 11}, Shape{301, 1100, 13}, Shape{67, 2048, 64}, Shape{18, 40, 5}}) {
-    SCOPED_TRACE(testing::Message() << "rows " << s.rows << " cols " << s.cols << " n " << s.n);
-    Weights w = make_weights(type, s.rows, s.cols, seed++);
-    std::vector<float> x = random_vec(static_cast<size_t>(s.n * s.cols), seed++);
-    ThreadPool one(1), four(4);
-    std::vector<float> batched(static_cast<size_t>(s.n * s.rows)), threaded(batched.size()), single(batched.size());
-    matmul(w.t, x.data(), s.n, batched.data(), one);
-    matmul(w.t, x.data(), s.n, threaded.data(), four);
-    for (int t = 0; t < s.n; ++t) matmul(w.t, x.data() + t * s.cols, 1, single.data() + t * s.rows, four);
-    EXPECT_EQ(0, std::memcmp(batched.data(), threaded.data(), batched.size() * 4));
-    EXPECT_EQ(0, std::memcmp(batched.data(), single.data(), batched.size() * 4));
-    // And each equals dot_rows_f32 on the stored values as f32: f16 and bf16 rows are
-    // converted exactly on load, so the same order gives the same bits.
-    std::vector<float> wf(w.values), xs(x.begin(), x.begin() + s.cols);
-    std::vector<float> rows_y(static_cast<size_t>(s.rows));
-    dot_rows_f32(wf.data(), s.cols, s.rows, xs.data(), s.cols, rows_y.data());
-    EXPECT_EQ(0, std::memcmp(rows_y.data(), single.data(), rows_y.size() * 4));
+  for (int64_t targets = hwy::SupportedTargets() & HWY_TARGETS; targets != 0; targets &= targets - 1) {
+    const int64_t target = targets & -targets;
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    uint32_t seed = 7;
+    for (const Shape& s :
+         {Shape{300, 515, 11}, Shape{301, 1100, 13}, Shape{67, 2048, 64}, Shape{18, 40, 5}}) {
+      SCOPED_TRACE(testing::Message() << "rows " << s.rows << " cols " << s.cols << " n " << s.n);
+      Weights w = make_weights(type, s.rows, s.cols, seed++);
+      std::vector<float> x = random_vec(static_cast<size_t>(s.n * s.cols), seed++);
+      ThreadPool one(1), four(4);
+      std::vector<float> batched(static_cast<size_t>(s.n * s.rows)), threaded(batched.size()),
+          single(batched.size());
+      matmul(w.t, x.data(), s.n, batched.data(), one);
+      matmul(w.t, x.data(), s.n, threaded.data(), four);
+      for (int t = 0; t < s.n; ++t) matmul(w.t, x.data() + t * s.cols, 1, single.data() + t * s.rows, four);
+      EXPECT_EQ(0, std::memcmp(batched.data(), threaded.data(), batched.size() * 4));
+      EXPECT_EQ(0, std::memcmp(batched.data(), single.data(), batched.size() * 4));
+      // And each equals dot_rows_f32 on the stored values as f32: f16 and bf16 rows are
+      // converted exactly on load, so the same order gives the same bits.
+      std::vector<float> wf(w.values), xs(x.begin(), x.begin() + s.cols);
+      std::vector<float> rows_y(static_cast<size_t>(s.rows));
+      dot_rows_f32(wf.data(), s.cols, s.rows, xs.data(), s.cols, rows_y.data());
+      EXPECT_EQ(0, std::memcmp(rows_y.data(), single.data(), rows_y.size() * 4));
+    }
   }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST_P(MatmulTest, RowToF32GivesStoredValues) {
@@ -166,7 +177,8 @@ TEST(Matmul, PartsSharingAnInputEqualSeparateCalls) {
     DType type;
     int64_t rows;
   };
-  const Spec specs[] = {{DType::Q4_0, 70}, {DType::Q6_K, 9}, {DType::Q4_0, 33}, {DType::F16, 17}, {DType::Q8_0, 48}};
+  const Spec specs[] = {
+      {DType::Q4_0, 70}, {DType::Q6_K, 9}, {DType::Q4_0, 33}, {DType::F16, 17}, {DType::Q8_0, 48}};
   std::vector<std::vector<uint8_t>> bytes;
   std::vector<Tensor> tensors;
   uint32_t seed = 40;
@@ -180,7 +192,8 @@ TEST(Matmul, PartsSharingAnInputEqualSeparateCalls) {
         std::memcpy(&bytes.back()[2 * i], &h, 2);
       }
     } else {
-      for (int64_t r = 0; r < s.rows; ++r) quantize_row(s.type, v.data() + r * cols, bytes.back().data() + r * rb, cols);
+      for (int64_t r = 0; r < s.rows; ++r)
+        quantize_row(s.type, v.data() + r * cols, bytes.back().data() + r * rb, cols);
     }
     Tensor t;
     t.name = "part";
@@ -450,7 +463,8 @@ TEST(Attention, BatchAndThreadsDoNotChangeBits) {
   // Decode on 4 threads splits a KV head's query heads into parts (a group of 2 into
   // 2 x 1, a group of 8 into 4 x 2); the batch keeps them whole: the bits must agree.
   for (const AttentionShape s : {AttentionShape{8, 4, 16}, AttentionShape{8, 1, 16}}) {
-    const int n = 40, pos0 = 200, qd = s.n_heads * s.head_dim, kvd = s.n_kv_heads * s.head_dim, ctx = pos0 + n;
+    const int n = 40, pos0 = 200, qd = s.n_heads * s.head_dim, kvd = s.n_kv_heads * s.head_dim,
+              ctx = pos0 + n;
     auto q = random_vec(static_cast<size_t>(n * qd), 4), k = random_vec(static_cast<size_t>(ctx * kvd), 5),
          v = random_vec(static_cast<size_t>(ctx * kvd), 6);
     ThreadPool one(1), four(4);
