@@ -91,7 +91,7 @@ TEST_P(MatmulTest, BatchAndThreadsDoNotChangeBits) {
   // thread count: the distributed runtime's recovery replays a sequence as a prefill.
   // The shapes make every tile kind: groups of 6 tokens and the smaller last groups,
   // tiles of 4 rows and the single rows at a block's end, inputs over several spans of
-  // 512 with a partial last vector, and blocks split between threads.
+  // 1024 with a partial last vector, and blocks split between threads.
   // On every SIMD target this CPU runs (CI's machine may pick another than ours).
   const DType type = GetParam();
   struct Shape {
