@@ -255,7 +255,10 @@ void MatmulRowsT(const uint8_t* wdata, size_t row_stride, int64_t k, const float
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   if (k == 0) {
     // Empty sums: no span runs below to write them.
-    for (int t = 0; t < n; ++t) std::fill(y + static_cast<int64_t>(t) * rows + r0, y + static_cast<int64_t>(t) * rows + r1, 0.0f);
+    for (int t = 0; t < n; ++t) {
+      float* yt = y + static_cast<int64_t>(t) * rows;
+      std::fill(yt + r0, yt + r1, 0.0f);
+    }
     return;
   }
   HWY_ALIGN float state[kRowBlock * kTileTokens * kMaxLanes];
