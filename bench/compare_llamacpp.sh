@@ -20,6 +20,7 @@ model=$1 threads=$2 rounds=${3:-5} prompt=${4:-64} ngen=${5:-64} reps=${6:-3}
 for v in "$threads" "$rounds" "$prompt" "$ngen" "$reps"; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "$0: THREADS, ROUNDS, PROMPT, NGEN and REPS must be whole numbers, got '$v'" >&2; exit 2; }
 done
+threads=$((10#$threads)) rounds=$((10#$rounds)) prompt=$((10#$prompt)) ngen=$((10#$ngen)) reps=$((10#$reps))
 (( threads >= 1 && rounds >= 1 && prompt >= 1 && reps >= 1 )) || {
     echo "$0: THREADS, ROUNDS, PROMPT and REPS must be at least 1" >&2; exit 2; }
 
