@@ -206,6 +206,7 @@ HWY_INLINE void Tile(const Row* w, const float* x, int64_t ldx, int64_t k, int64
 #endif
 
 // Tile<R, T> for T = 1..kTileTokens chosen at run time.
+static_assert(kTileTokens == 6, "TileOf lists the tile sizes 1 to 5 and then kTileTokens");
 template <int R, class Row>
 HWY_INLINE void TileOf(int T, const Row* w, const float* x, int64_t ldx, int64_t k, int64_t i0, int64_t i1,
                        float* state, float* y, int64_t rows) {
@@ -231,7 +232,12 @@ HWY_INLINE int64_t SpanFor(int T, int64_t k) { return T == 1 ? k : kSpan; }
 
 // x[n][k] rearranged as the tiles read it (MatmulRowsT): for each group of up to 6
 // tokens from t0 and each span [i0, i1), the group's T token rows of that span one after
-// another, at xp + t0 * k + T * i0. For one token this is x itself.
+// another, from PackedSpan(xp, t0, T, k, i0). For one token this is x itself.
+template <class F>  // float or const float
+HWY_INLINE F* PackedSpan(F* xp, int t0, int T, int64_t k, int64_t i0) {
+  return xp + static_cast<int64_t>(t0) * k + T * i0;
+}
+
 void PackInputs(const float* x, int n, int64_t k, int64_t g0, int64_t g1, float* xp) {
   for (int64_t g = g0; g < g1; ++g) {
     const int t0 = static_cast<int>(g) * kTileTokens;
@@ -240,7 +246,8 @@ void PackInputs(const float* x, int n, int64_t k, int64_t g0, int64_t g1, float*
     for (int64_t i0 = 0; i0 < k; i0 += span) {
       const int64_t len = std::min(span, k - i0);
       for (int t = 0; t < T; ++t)
-        std::memcpy(xp + t0 * k + T * i0 + t * len, x + (t0 + t) * k + i0, sizeof(float) * static_cast<size_t>(len));
+        std::memcpy(PackedSpan(xp, t0, T, k, i0) + t * len, x + (t0 + t) * k + i0,
+                    sizeof(float) * static_cast<size_t>(len));
     }
   }
 }
@@ -280,16 +287,14 @@ void MatmulRowsT(const uint8_t* wdata, size_t row_stride, int64_t k, const float
       const int64_t span = SpanFor(T, k);
       for (int64_t i0 = 0; i0 < k; i0 += span) {
         const int64_t i1 = std::min(i0 + span, k);
-        // Token t's element i of this span (see PackInputs).
-        const float* xt = x + static_cast<int64_t>(t0) * k + T * i0 - i0;
+        // Token t's element i of this span is xt[t * ldx + i] (see PackInputs).
+        const float* xt = PackedSpan(x, t0, T, k, i0) - i0;
         const int64_t ldx = i1 - i0;
         int r = 0;
         for (; r + kTileRows <= re; r += kTileRows) {
-          if (next_bytes > 0) {
-            // A slice of the next block's weights into L2 (see next_bytes).
-            for (int64_t b = 0; b < kPrefetchLines * 64 && next_done < next_bytes; b += 64, next_done += 64)
-              __builtin_prefetch(next + next_done, 0, 2);
-          }
+          // A slice of the next block's weights into L2 (none for decode: next_bytes 0).
+          for (int64_t b = 0; b < kPrefetchLines * 64 && next_done < next_bytes; b += 64, next_done += 64)
+            __builtin_prefetch(next + next_done, 0, 2);
           TileOf<kTileRows>(T, w + r, xt, ldx, k, i0, i1, state + r * T * N, yt + r, rows);
         }
         for (; r < re; ++r) TileOf<1>(T, w + r, xt, ldx, k, i0, i1, state + r * T * N, yt + r, rows);
@@ -361,7 +366,7 @@ constexpr int64_t kParallelMacs = 1 << 16;
 // Rows go to threads in blocks of this many (whole blocks keep threads off each other's
 // cache lines in y, and match the quant kernels' blocks of 16 rows; the float kernels'
 // blocks of 32 start at each thread's first row).
-constexpr int64_t kRowBlock = 16;
+constexpr int64_t kJobRows = 16;
 
 // 0 = f32, 1 = f16, 2 = bf16 (MatmulRows' codes); -1 = a block-quantized type.
 int float_code(DType t) {
@@ -478,14 +483,14 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
   int64_t macs = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
     const int64_t rows = parts[i].w->rows();
-    first[i + 1] = first[i] + (rows + kRowBlock - 1) / kRowBlock;
+    first[i + 1] = first[i] + (rows + kJobRows - 1) / kJobRows;
     macs += rows * k * n;
   }
   auto blocks = [&](int64_t b0, int64_t b1, int) {
     for (size_t i = 0; i < parts.size() && b0 < b1; ++i) {
       if (b0 >= first[i + 1]) continue;
       const int64_t e = std::min(b1, first[i + 1]);
-      run(i, (b0 - first[i]) * kRowBlock, std::min((e - first[i]) * kRowBlock, parts[i].w->rows()));
+      run(i, (b0 - first[i]) * kJobRows, std::min((e - first[i]) * kJobRows, parts[i].w->rows()));
       b0 = e;
     }
   };
