@@ -139,6 +139,126 @@ TEST_P(MatmulTest, RowToF32GivesStoredValues) {
 INSTANTIATE_TEST_SUITE_P(Types, MatmulTest, ::testing::Values(DType::F32, DType::F16, DType::BF16),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
+// ---- Panels (pack_panels): F16 / BF16 rows repacked k-major in groups of 32. ----
+
+// W in panels, and the buffer holding them.
+struct Panels {
+  std::vector<uint8_t> bytes;
+  Tensor t;
+};
+Panels make_panels(const Weights& w, ThreadPool& pool) {
+  Panels p;
+  p.bytes.resize(panel_bytes(w.t));
+  pack_panels(w.t, p.bytes.data(), pool);
+  p.t = w.t;
+  p.t.data = p.bytes.data();
+  p.t.nbytes = p.bytes.size();
+  p.t.panels = true;
+  return p;
+}
+
+class PanelTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(PanelTest, EachOutputIsOneMultiplyAddChain) {
+  // The oracle: for each (row, token), acc = w[0] x[0], then acc = w[i] x[i] + acc for
+  // i = 1 .. k-1 in order, in f32, each step fused (targets with FMA) or a rounded
+  // product and a rounded sum (SSE4, SSSE3, scalar). The whole of a matmul must equal
+  // one of the two exactly: decode and prefill alike, on every thread count and on every
+  // SIMD target this CPU runs. Shapes cover partial panels (rows % 32), a last group of
+  // fewer than 12 tokens, and pairs of panels split between threads (decode).
+  const DType type = GetParam();
+  for (int64_t targets = hwy::SupportedTargets() & HWY_TARGETS; targets != 0; targets &= targets - 1) {
+    const int64_t target = targets & -targets;
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    ThreadPool one(1), three(3);
+    uint32_t seed = 11;
+    for (int64_t rows : {1, 31, 33, 96, 130}) {
+      for (int64_t cols : {1, 3, 17, 130}) {
+        for (int n : {1, 2, 7, 12, 13, 25}) {
+          SCOPED_TRACE(testing::Message() << "rows " << rows << " cols " << cols << " n " << n);
+          Weights w = make_weights(type, rows, cols, seed++);
+          Panels p = make_panels(w, three);
+          std::vector<float> x = random_vec(static_cast<size_t>(n * cols), seed++);
+          for (ThreadPool* pool : {&one, &three}) {
+            std::vector<float> y(static_cast<size_t>(n * rows), NAN);
+            matmul(p.t, x.data(), n, y.data(), *pool);
+            int fused = 0, split = 0;
+            for (int t = 0; t < n; ++t) {
+              for (int64_t r = 0; r < rows; ++r) {
+                float f = 0, s = 0;
+                for (int64_t i = 0; i < cols; ++i) {
+                  const float wv = w.values[r * cols + i], xv = x[t * cols + i];
+                  f = std::fma(wv, xv, f);
+                  const float prod = wv * xv;  // rounded, then added
+                  s = prod + s;
+                }
+                const float got = y[t * rows + r];
+                fused += std::memcmp(&got, &f, 4) == 0;
+                split += std::memcmp(&got, &s, 4) == 0;
+              }
+            }
+            EXPECT_TRUE(fused == n * rows || split == n * rows)
+                << fused << " of " << n * rows << " outputs equal the fused chain, " << split << " the split one";
+          }
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+TEST_P(PanelTest, RowsReadBackAsStored) {
+  ThreadPool pool(1);
+  Weights w = make_weights(GetParam(), 70, 37, 5);
+  Panels p = make_panels(w, pool);
+  EXPECT_EQ(p.bytes.size(), size_t{96} * 37 * 2);  // rows padded to 3 panels
+  std::vector<float> row(37);
+  for (int64_t r = 0; r < 70; ++r) {
+    tensor_row_f32(p.t, r, row.data());
+    for (int64_t c = 0; c < 37; ++c) ASSERT_EQ(row[c], w.values[r * 37 + c]) << "row " << r;
+  }
+}
+
+TEST_P(PanelTest, MixedPartsGiveWhatSeparateCallsGive) {
+  // q, k and v in one call, one in panels, one in rows, one quantized (as a model whose
+  // types differ per tensor runs them), split between threads.
+  ThreadPool pool(2);
+  const int64_t cols = 64;
+  const int n = 9;
+  Weights a = make_weights(GetParam(), 40, cols, 1), b = make_weights(DType::F32, 24, cols, 2);
+  Panels pa = make_panels(a, pool);
+  std::vector<float> bf(b.values);
+  std::vector<uint8_t> q8(static_cast<size_t>(b.t.rows()) * row_bytes(DType::Q8_0, cols));
+  for (int64_t r = 0; r < b.t.rows(); ++r)
+    quantize_row(DType::Q8_0, bf.data() + r * cols, q8.data() + r * row_bytes(DType::Q8_0, cols), cols);
+  Tensor tq = b.t;
+  tq.type = DType::Q8_0;
+  tq.data = q8.data();
+  tq.nbytes = q8.size();
+  std::vector<float> x = random_vec(static_cast<size_t>(n * cols), 3);
+  std::vector<float> y0(static_cast<size_t>(n * 40)), y1(static_cast<size_t>(n * 24)), y2(y1.size());
+  const MatmulPart parts[] = {{&pa.t, y0.data()}, {&b.t, y1.data()}, {&tq, y2.data()}};
+  matmul(std::span<const MatmulPart>(parts), x.data(), n, pool);
+  std::vector<float> s0(y0.size()), s1(y1.size()), s2(y2.size());
+  matmul(pa.t, x.data(), n, s0.data(), pool);
+  matmul(b.t, x.data(), n, s1.data(), pool);
+  matmul(tq, x.data(), n, s2.data(), pool);
+  EXPECT_EQ(0, std::memcmp(y0.data(), s0.data(), y0.size() * 4));
+  EXPECT_EQ(0, std::memcmp(y1.data(), s1.data(), y1.size() * 4));
+  EXPECT_EQ(0, std::memcmp(y2.data(), s2.data(), y2.size() * 4));
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, PanelTest, ::testing::Values(DType::F16, DType::BF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(Panels, SupportedTypes) {
+  EXPECT_TRUE(panels_supported(DType::F16));
+  EXPECT_TRUE(panels_supported(DType::BF16));
+  EXPECT_FALSE(panels_supported(DType::F32));
+  EXPECT_FALSE(panels_supported(DType::Q8_0));
+}
+
 TEST(Matmul, SupportedTypes) {
   EXPECT_TRUE(matmul_supported(DType::F32));
   EXPECT_TRUE(matmul_supported(DType::F16));

@@ -416,6 +416,39 @@ TEST(HfTiny, HalfPrecisionWeightsStayClose) {
   check_against_hf(write_llama_tiny(d, "llama", DType::BF16), d, 1.5e-1f, false);
 }
 
+TEST(HfTiny, HalfPrecisionRunsInPanelsTheSameInPrefillDecodeAndAfterARelease) {
+  // f16 matrices run from a copy in panels, made on a layer's first run; the bits must
+  // not depend on the batch (recovery replays a sequence as a prompt) or on whether the
+  // copy was released and made again (a worker's range moving away and back).
+  BRAID_REQUIRE_ASSET(dir, "hf/llama-tiny/model.safetensors");
+  const std::string d = dir.substr(0, dir.rfind('/'));
+  auto m = Model::load(write_llama_tiny(d, "llama", DType::F16));
+  const int L = m->config().n_layers;
+  for (int l = 0; l <= L; ++l) EXPECT_FALSE(m->is_packed(l)) << "layer " << l;
+  ThreadPool pool(2);
+  const std::vector<int32_t> ids = {1, 5, 9, 2, 7, 3, 11, 4, 8, 6, 10, 12, 13};
+  const int n = static_cast<int>(ids.size());
+  auto run = [&](bool prefill) {
+    KVCache kv(m->config(), 0, L, 32);
+    if (prefill) return m->forward(ids.data(), n, 0, kv, pool, true);
+    std::vector<float> all;
+    for (int t = 0; t < n; ++t) {
+      const std::vector<float> lg = m->forward(&ids[static_cast<size_t>(t)], 1, t, kv, pool);
+      all.insert(all.end(), lg.begin(), lg.end());
+    }
+    return all;
+  };
+  const std::vector<float> prompt = run(true);
+  for (int l = 0; l <= L; ++l) EXPECT_TRUE(m->is_packed(l)) << "layer " << l;
+  const std::vector<float> decode = run(false);
+  ASSERT_EQ(prompt.size(), decode.size());
+  EXPECT_EQ(0, std::memcmp(prompt.data(), decode.data(), prompt.size() * 4));
+  for (int l = 0; l <= L; ++l) m->release_packed(l);
+  for (int l = 0; l <= L; ++l) EXPECT_FALSE(m->is_packed(l)) << "layer " << l;
+  const std::vector<float> again = run(true);
+  EXPECT_EQ(0, std::memcmp(prompt.data(), again.data(), prompt.size() * 4));
+}
+
 // ---------------------------------------------------------------- bad files
 
 // A tiny random llama, with a hook to corrupt it before writing.
@@ -496,6 +529,8 @@ TEST(BadFiles, TinyModelLoadsAndRuns) {
   auto logits = m->forward(ids.data(), 3, 0, kv, pool);
   ASSERT_EQ(logits.size(), 40u);
   for (float v : logits) EXPECT_TRUE(std::isfinite(v));
+  // f32 weights have nothing to put in panels.
+  for (int l = 0; l <= 2; ++l) EXPECT_FALSE(m->is_packed(l));
 }
 
 TEST(BadFiles, UnknownArchitecture) {

@@ -108,6 +108,10 @@ class GgufFile {
   const Tensor* find_tensor(const std::string& name) const;
   const Tensor& tensor(const std::string& name) const;  // throws if missing
 
+  // True when the tensors' bytes are a mapping of a file (open), whose pages can be
+  // given back (MappedFile::drop_pages); false for bytes someone else keeps (parse).
+  bool file_backed() const { return file_ != nullptr; }
+
   size_t alignment() const { return alignment_; }
   size_t data_offset() const { return data_offset_; }
 

@@ -20,6 +20,11 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Gives back the pages lying wholly inside [p, p + n), a range of some file mapping
+  // (MADV_DONTNEED: the kernel drops them from this process and reads them from the
+  // file again if they are touched). Pages shared with bytes outside the range stay.
+  static void drop_pages(const uint8_t* p, size_t n);
+
  private:
   MappedFile() = default;
   const uint8_t* data_ = nullptr;

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -131,6 +132,18 @@ class Model {
   std::vector<float> forward(const int32_t* tokens, int n_tokens, int pos0, KVCache& kv, ThreadPool& pool,
                              bool all_logits = false) const;
 
+  // ---- Panels. ----
+  // F16 and BF16 weight matrices run from a copy in panels (braid/kernels.h,
+  // pack_panels): the prompt kernel is faster on them, and every output is one chain of
+  // multiply-adds. A layer's copy (`layer` == n_layers: the output's) is made the first
+  // time run_layers or output runs it, and kept until release_packed; the file's pages
+  // it was made from are then given back when the file is mapped (GgufFile::file_backed),
+  // so that a packed layer holds its bytes once. Thread-safe: a layer released while a
+  // pass runs it stays alive until that pass is done.
+  void release_packed(int layer) const;
+  // True when the layer's copy exists; false also for layers with nothing to pack.
+  bool is_packed(int layer) const;
+
   // ---- Costs, for the planner. ----
   size_t layer_weight_bytes(int layer) const;  // bytes of block `layer`'s tensors
   size_t embed_weight_bytes() const;           // token (+ position) embeddings
@@ -155,6 +168,16 @@ class Model {
   std::vector<size_t> layer_bytes_;
   std::vector<double> layer_flops_;
   size_t embed_bytes_ = 0, output_bytes_ = 0;
+
+  // One layer's (or the output's) matrices in panels (model/packed.cpp).
+  struct Packed;
+  // The copy of `layer` (n_layers: the output), made now if it does not exist; null
+  // when the layer has nothing to pack.
+  std::shared_ptr<const Packed> packed(int layer, ThreadPool& pool) const;
+  void find_packable();       // sets packs_ and sizes packed_ (after bind_weights)
+  std::vector<bool> packs_;  // n_layers + 1
+  mutable std::mutex packed_mu_;
+  mutable std::vector<std::shared_ptr<const Packed>> packed_;  // n_layers + 1; null: none
 };
 
 }  // namespace braid

@@ -18,6 +18,9 @@ struct Tensor {
   int64_t ne[4] = {1, 1, 1, 1};
   const uint8_t* data = nullptr;
   size_t nbytes = 0;
+  // The rows are not stored one after another but in panels (braid/kernels.h,
+  // pack_panels): row() and row_size() do not apply; matmul and tensor_row_f32 do.
+  bool panels = false;
 
   int64_t nelements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
   int64_t cols() const { return ne[0]; }

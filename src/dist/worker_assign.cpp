@@ -71,6 +71,10 @@ void Worker::Impl::assign(Session& s, const proto::Assign& a, net::Connection& c
     s.run_output = a.runs_output;
     s.label = cat("layers [", first, ", ", last, ")", s.run_output ? " + output" : "");
   }
+  // The copies in panels (braid/model.h) of layers this worker no longer runs; a batch
+  // still running one keeps it until it ends.
+  for (int l = 0; l <= n_layers; ++l)
+    if ((l < first || l >= last) && !(l == n_layers && a.runs_output)) s.model->release_packed(l);
   log(cat("session ", s.id, ": re-planned (epoch ", a.epoch, ", after batch ", batches.load(), "): now ",
           s.label, a.keep_kv ? ", caches of the layers that stay kept" : ""));
   start_preload(s);  // the layers around the new range

@@ -93,24 +93,30 @@ DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowd
   constexpr int kPositions = 8;
   constexpr int kRuns = 3;
   KVCache kv(c, 0, c.n_layers, kPositions + 1);
-  std::vector<float> hidden(static_cast<size_t>(c.dim));
   std::vector<float> logits(static_cast<size_t>(c.n_vocab));
   const int32_t token = c.n_vocab > 1 ? 1 : 0;
   p.layer_ms.assign(static_cast<size_t>(c.n_layers), 1e30);
-  // Warm up (page in the weights, size the scratch), then the best of kRuns decode steps
-  // at increasing positions (attention grows with the position; a few are negligible).
+  // Layer by layer: a warm-up step at position 0 (pages in the weights, makes the f16 /
+  // bf16 copy in panels, sizes the scratch), then the best of kRuns decode steps at
+  // positions 1.. (attention grows with the position; a few are negligible), each
+  // position's hidden state carried from layer to layer. A copy in panels the profile
+  // made is given back once its layer is timed, so that the profile never holds more
+  // than one layer's copy (the worker's range gets its own when it first runs).
   // Every layer runs so that the cache positions line up; absent ones are not timed.
-  model.embed(&token, 1, 0, hidden.data());
-  model.run_layers(0, c.n_layers, hidden.data(), 1, 0, kv, pool);
-  for (int r = 0; r < kRuns; ++r) {
-    model.embed(&token, 1, r + 1, hidden.data());
-    for (int l = 0; l < c.n_layers; ++l) {
+  std::vector<std::vector<float>> hidden(kRuns + 1, std::vector<float>(static_cast<size_t>(c.dim)));
+  for (int r = 0; r <= kRuns; ++r) model.embed(&token, 1, r, hidden[static_cast<size_t>(r)].data());
+  for (int l = 0; l < c.n_layers; ++l) {
+    const bool had_copy = model.is_packed(l);
+    model.run_layers(l, l + 1, hidden[0].data(), 1, 0, kv, pool);
+    for (int r = 1; r <= kRuns; ++r) {
       const auto t0 = Clock::now();
-      model.run_layers(l, l + 1, hidden.data(), 1, r + 1, kv, pool);
+      model.run_layers(l, l + 1, hidden[static_cast<size_t>(r)].data(), 1, r, kv, pool);
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
       p.layer_ms[static_cast<size_t>(l)] = std::min(p.layer_ms[static_cast<size_t>(l)], ms);
     }
+    if (!had_copy) model.release_packed(l);
   }
+  const std::vector<float>& last = hidden[static_cast<size_t>(kRuns)];
   // ms per byte of the layers that were timed, for the ones that were not.
   double timed_ms = 0, timed_bytes = 0;
   for (int l = 0; l < c.n_layers; ++l) {
@@ -123,13 +129,16 @@ DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowd
     if (!has(l))
       p.layer_ms[static_cast<size_t>(l)] = ms_per_byte * static_cast<double>(model.layer_weight_bytes(l));
   if (output_present) {
+    const bool had_copy = model.is_packed(c.n_layers);
+    model.output(last.data(), 1, logits.data(), pool);  // warm-up
     p.output_ms = 1e30;
     for (int r = 0; r < kRuns; ++r) {
       const auto t0 = Clock::now();
-      model.output(hidden.data(), 1, logits.data(), pool);
+      model.output(last.data(), 1, logits.data(), pool);
       p.output_ms =
           std::min(p.output_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
+    if (!had_copy) model.release_packed(c.n_layers);
   } else {
     p.output_ms = ms_per_byte * static_cast<double>(model.output_weight_bytes());
   }

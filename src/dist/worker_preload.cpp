@@ -14,6 +14,7 @@
 #include <map>
 
 #include "braid/error.h"
+#include "braid/mapped_file.h"
 #include "dist/worker_impl.h"
 #include "dist/worker_model.h"
 
@@ -54,11 +55,7 @@ uintptr_t page_up(uintptr_t a) { return (a + kPage - 1) & ~(kPage - 1); }
 
 // Gives back the pages that lie wholly inside a span (a page shared with a neighbouring
 // tensor stays).
-void release(const std::pair<const uint8_t*, size_t>& s) {
-  const uintptr_t a = page_up(reinterpret_cast<uintptr_t>(s.first));
-  const uintptr_t b = page_down(s.first + s.second);
-  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
-}
+void release(const std::pair<const uint8_t*, size_t>& s) { MappedFile::drop_pages(s.first, s.second); }
 
 // "84 MiB", "356 KiB" (small models in tests).
 std::string size_text(uint64_t bytes) {
@@ -186,6 +183,9 @@ void Preloader::run(const Run& r, const Model& model, const std::vector<int>& or
   std::set<int> warmed;
   uint64_t neighbours = 0;
   for (size_t k = 0; k < order.size(); ++k) {
+    // An own layer that already runs from its copy in panels gave its file pages back
+    // (braid/model.h, "Panels"): paging them in again would hold its bytes twice.
+    if (static_cast<int>(k) < n_own && model.is_packed(order[k])) continue;
     for (const auto& [p, len] : spans(model, order[k])) {
       const uintptr_t a = page_down(p), end = page_up(reinterpret_cast<uintptr_t>(p + len));
       // Read-ahead of the whole tensor, then page it in step by step.

@@ -6,6 +6,7 @@
 #include "braid/kernels.h"
 #include "braid/model.h"
 #include "model/blocks.h"
+#include "model/packed.h"
 
 namespace braid {
 
@@ -55,6 +56,10 @@ void Model::run_layers(int first, int last, float* hidden, int n_tokens, int pos
           " positions, so it cannot continue at position ", pos0);
   }
 
+  // The layers' copies in panels, held for the pass (release_packed may run meanwhile).
+  std::vector<std::shared_ptr<const Packed>> held;
+  for (int l = first; l < last; ++l) held.push_back(packed(l, pool));
+
   detail::BlockScratch scratch(c, std::min(n_tokens, kChunkTokens));
   RopeParams rope;
   rope.head_dim = c.head_dim;
@@ -69,7 +74,9 @@ void Model::run_layers(int first, int last, float* hidden, int n_tokens, int pos
     if (c.arch != Arch::GPT2) rope_table(rope, p0, n, scratch.rope_cos.data(), scratch.rope_sin.data());
     float* x = hidden + static_cast<int64_t>(t0) * c.dim;
     for (int l = first; l < last; ++l) {
-      const detail::BlockArgs args{c, layers_[static_cast<size_t>(l)], l, x, n, p0, kv, rope, scratch, pool};
+      const std::shared_ptr<const Packed>& pk = held[static_cast<size_t>(l - first)];
+      const LayerWeights& w = pk ? pk->weights : layers_[static_cast<size_t>(l)];
+      const detail::BlockArgs args{c, w, l, x, n, p0, kv, rope, scratch, pool};
       if (c.arch == Arch::GPT2) {
         detail::gpt2_block(args);
       } else {
@@ -82,6 +89,8 @@ void Model::run_layers(int first, int last, float* hidden, int n_tokens, int pos
 void Model::output(const float* hidden, int n_tokens, float* logits, ThreadPool& pool) const {
   const ModelConfig& c = config_;
   check(n_tokens >= 0, "output: bad batch of ", n_tokens, " tokens");
+  const std::shared_ptr<const Packed> pk = packed(c.n_layers, pool);
+  const Tensor& head = pk ? *pk->output : *output_;
   AlignedVector<float> xn(static_cast<size_t>(std::min(n_tokens, kChunkTokens)) * static_cast<size_t>(c.dim));
   for (int t0 = 0; t0 < n_tokens; t0 += kChunkTokens) {
     const int n = std::min(kChunkTokens, n_tokens - t0);
@@ -91,7 +100,7 @@ void Model::output(const float* hidden, int n_tokens, float* logits, ThreadPool&
     } else {
       rmsnorm(x, output_norm_.data(), n, c.dim, c.norm_eps, xn.data());
     }
-    matmul(*output_, xn.data(), n, logits + static_cast<int64_t>(t0) * c.n_vocab, pool);
+    matmul(head, xn.data(), n, logits + static_cast<int64_t>(t0) * c.n_vocab, pool);
   }
 }
 

@@ -93,6 +93,7 @@ std::shared_ptr<const Model> Model::from_gguf(std::shared_ptr<const GgufFile> gg
   m->gguf_ = std::move(gguf);
   m->config_ = ModelConfig::from_gguf(*m->gguf_);
   m->bind_weights();
+  m->find_packable();
   return m;
 }
 

@@ -428,6 +428,7 @@ HWY_AFTER_NAMESPACE();
 #include "braid/error.h"
 #include "braid/kernels.h"
 #include "braid/quant.h"
+#include "tensor/matmul_panels.h"
 
 namespace braid {
 
@@ -494,9 +495,14 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
   std::vector<Quantized> quantized;
   quantized.reserve(parts.size());  // act[] points into it
   std::vector<const Quantized*> act(parts.size(), nullptr);
-  bool any_float = false;  // a part with float weights (they read x packed, below)
+  bool any_float = false;   // a part with float weights in rows (they read x packed, below)
+  bool any_panels = false;  // a part in panels (they read x packed their own way)
   for (size_t i = 0; i < parts.size(); ++i) {
     const DType t = parts[i].w->type;
+    if (parts[i].w->panels) {
+      any_panels = true;
+      continue;
+    }
     if (float_code(t) >= 0) {
       any_float = true;
       continue;
@@ -538,6 +544,11 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     }
     xf = packed.data();
   }
+  AlignedVector<float> xg;  // for panels (pack_panel_inputs)
+  if (any_panels) {
+    xg.resize(static_cast<size_t>(n) * static_cast<size_t>(k));
+    pack_panel_inputs(x, n, k, xg.data(), pool);
+  }
 
   // Rows [r0, r1) of part i.
   auto run = [&](size_t i, int64_t r0, int64_t r1) {
@@ -545,7 +556,9 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     const int64_t rows = W.rows();
     float* y = parts[i].y;
     const int code = float_code(W.type);
-    if (code >= 0) {
+    if (W.panels) {
+      matmul_panels_rows(W, xg.data(), n, y, r0, r1);
+    } else if (code >= 0) {
       HWY_DYNAMIC_DISPATCH(MatmulRows)(code, W.data, W.row_size(), k, xf, n, y, rows, r0, r1);
     } else {
       const Quantized& q = *act[i];
@@ -556,18 +569,20 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
   // All parts' rows form one job in whole row blocks (part i's blocks from first[i]):
   // one wait instead of one per tensor, and small tensors (a GQA model's k and v) share
   // the threads' memory streams with the large ones instead of running alone.
+  // A block is kJobRows rows, or a whole panel.
+  auto unit = [&](size_t i) { return parts[i].w->panels ? kPanelRows : kJobRows; };
   std::vector<int64_t> first(parts.size() + 1, 0);
   int64_t macs = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
     const int64_t rows = parts[i].w->rows();
-    first[i + 1] = first[i] + (rows + kJobRows - 1) / kJobRows;
+    first[i + 1] = first[i] + (rows + unit(i) - 1) / unit(i);
     macs += rows * k * n;
   }
   auto blocks = [&](int64_t b0, int64_t b1, int) {
     for (size_t i = 0; i < parts.size() && b0 < b1; ++i) {
       if (b0 >= first[i + 1]) continue;
       const int64_t e = std::min(b1, first[i + 1]);
-      run(i, (b0 - first[i]) * kJobRows, std::min((e - first[i]) * kJobRows, parts[i].w->rows()));
+      run(i, (b0 - first[i]) * unit(i), std::min((e - first[i]) * unit(i), parts[i].w->rows()));
       b0 = e;
     }
   };
@@ -587,6 +602,7 @@ void dot_rows_f32(const float* a, int64_t stride, int64_t rows, const float* x, 
 }
 
 void tensor_row_f32(const Tensor& W, int64_t r, float* dst) {
+  if (W.panels) return tensor_panel_row_f32(W, r, dst);
   const int64_t k = W.cols();
   const uint8_t* src = W.row(r);
   switch (W.type) {

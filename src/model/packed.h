@@ -1,0 +1,20 @@
+// Model::Packed: one layer's (or the output's) F16 / BF16 matrices in panels
+// (braid/model.h, "Panels"; made in packed.cpp, run by forward.cpp).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "base/aligned_vector.h"
+#include "braid/model.h"
+
+namespace braid {
+
+struct Model::Packed {
+  std::vector<AlignedVector<uint8_t>> buffers;
+  std::vector<std::unique_ptr<Tensor>> tensors;  // views of buffers
+  LayerWeights weights;                          // a layer's, its matrices in panels
+  const Tensor* output = nullptr;                // the output's matrix in panels
+};
+
+}  // namespace braid
