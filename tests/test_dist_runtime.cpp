@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "braid/cluster.h"
+#include "braid/dtype.h"
+#include "braid/gguf.h"
 #include "braid/error.h"
 #include "braid/model.h"
 #include "braid/transport.h"
@@ -149,6 +151,64 @@ TEST_F(RingTest, SameLogitsAsLocalWithManySequences) {
         for (int i = 0; i < 4; ++i) four.push_back(ring->open_sequence());
       },
       Error);
+}
+
+// A copy of the model at `path` with its f32 matrices stored as f16.
+std::string write_f16_copy(const std::string& path) {
+  auto g = GgufFile::open(path);
+  GgufWriter w;
+  w.copy_metadata(*g);
+  for (const Tensor& t : g->tensors()) {
+    const std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+    if (t.type != DType::F32 || t.n_dims < 2) {
+      w.add_tensor(t.name, t.type, ne, t.data, t.nbytes);
+      continue;
+    }
+    std::vector<uint8_t> half(static_cast<size_t>(t.nelements()) * 2);
+    for (int64_t i = 0; i < t.nelements(); ++i) {
+      float v;
+      std::memcpy(&v, t.data + i * 4, 4);
+      const uint16_t h = f32_to_f16(v);
+      std::memcpy(&half[static_cast<size_t>(i) * 2], &h, 2);
+    }
+    w.add_tensor(t.name, DType::F16, ne, std::move(half));
+  }
+  const std::string out = test::temp_dir() + "/stories260K-f16.gguf";
+  w.write(out);
+  return out;
+}
+
+TEST_F(RingTest, HalfPrecisionInPanelsGivesLocalBits) {
+  // f16 matrices run from copies in panels (braid/model.h), which each worker makes on
+  // its range's first batch (its profile made and released them layer by layer before);
+  // the output and every logit must still be the local run's, prompt and decode.
+  const std::string f16 = write_f16_copy(path_);
+  auto model = Model::load(f16);
+  ASSERT_EQ(model->output_weight().type, DType::F16);
+  Workers w(2, tls_);
+  HeadOptions o = options(w);
+  o.split = {{0, 2}, {2, 5}};
+  auto ring = Ring::start(model, f16, tls_, o);
+  auto fwd = ring->open_sequence();
+  ThreadPool pool(1);
+  LocalForward local(model, 32, pool);
+  const std::vector<int32_t> toks = {1, 403, 40, 13, 72, 300, 31, 9};
+  std::vector<float> want(toks.size() * 512), got(toks.size() * 512);
+  local.forward(toks.data(), 5, 0, true, want.data());
+  fwd->forward(toks.data(), 5, 0, true, got.data());
+  for (size_t i = 5; i < toks.size(); ++i) {
+    local.forward(&toks[i], 1, static_cast<int>(i), false, want.data() + i * 512);
+    fwd->forward(&toks[i], 1, static_cast<int>(i), false, got.data() + i * 512);
+  }
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
+  EXPECT_TRUE(model->is_packed(0));  // the local run's copies
+
+  // A worker's profile times every layer, each from its copy, and keeps none of them.
+  auto fresh = Model::load(f16);
+  const DeviceProfile p = measure_profile(*fresh, pool, 1.0, 0);
+  ASSERT_EQ(p.layer_ms.size(), 5u);
+  for (double ms : p.layer_ms) EXPECT_GT(ms, 0);
+  for (int l = 0; l <= 5; ++l) EXPECT_FALSE(fresh->is_packed(l)) << "layer " << l;
 }
 
 TEST_F(RingTest, ErrorsTravelTheRing) {
