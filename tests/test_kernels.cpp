@@ -213,6 +213,12 @@ TEST_P(PanelTest, RowsReadBackAsStored) {
   Weights w = make_weights(GetParam(), 70, 37, 5);
   Panels p = make_panels(w, pool);
   EXPECT_EQ(p.bytes.size(), size_t{96} * 37 * 2);  // rows padded to 3 panels
+  // Packed in slices of panels (as Model does), the same bytes.
+  std::vector<uint8_t> sliced(p.bytes.size(), 0xff);
+  pack_panels(w.t, sliced.data(), pool, 0, 1);
+  pack_panels(w.t, sliced.data(), pool, 1, 3);
+  EXPECT_EQ(sliced, p.bytes);
+  EXPECT_THROW(pack_panels(w.t, sliced.data(), pool, 2, 4), Error);
   std::vector<float> row(37);
   for (int64_t r = 0; r < 70; ++r) {
     tensor_row_f32(p.t, r, row.data());

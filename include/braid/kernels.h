@@ -51,9 +51,10 @@ bool panels_supported(DType t);  // F16, BF16
 // Bytes of W in panels (rows rounded up to a multiple of kPanelRows).
 size_t panel_bytes(const Tensor& W);
 // Writes W (rows, F16 or BF16) in panels to dst (panel_bytes(W), 64-byte aligned for
-// speed), split over the pool. The caller makes the Tensor: W's fields, data = dst,
-// nbytes = panel_bytes(W), panels = true.
-void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool);
+// speed), split over the pool: panels [p0, p1) only (p1 < 0: to the last), so that a
+// caller can give back the rows' pages of each slice before the next. The caller makes
+// the Tensor: W's fields, data = dst, nbytes = panel_bytes(W), panels = true.
+void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool, int64_t p0 = 0, int64_t p1 = -1);
 
 // Dot product of two f32 vectors (SIMD, fixed summation order).
 float dot_f32(const float* a, const float* b, int64_t n);

@@ -1,6 +1,7 @@
 // Model's copies of its F16 / BF16 matrices in panels (braid/model.h, "Panels").
 #include "model/packed.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -29,13 +30,28 @@ std::shared_ptr<const Model::Packed> Model::packed(int layer, ThreadPool& pool) 
     if (!packable(t)) return t;
     auto view = std::make_unique<Tensor>(*t);
     p->buffers.emplace_back(panel_bytes(*t));
-    pack_panels(*t, p->buffers.back().data(), pool);
-    view->data = p->buffers.back().data();
+    uint8_t* dst = p->buffers.back().data();
+    // In slices of about 8 MiB, each slice's pages of the file given back once it is
+    // packed, so that a tensor's file pages and its copy are never both resident (a
+    // 150k-word output matrix is a quarter of a 0.5B model). The file's pages are read
+    // again only if something reads the rows (a tied output's embedding lookups).
+    const int64_t n_panels = (t->rows() + kPanelRows - 1) / kPanelRows;
+    const size_t panel_file_bytes = static_cast<size_t>(kPanelRows) * t->row_size();
+    const int64_t slice = std::max<int64_t>(1, static_cast<int64_t>((size_t{8} << 20) / panel_file_bytes));
+    for (int64_t p0 = 0; p0 < n_panels; p0 += slice) {
+      const int64_t p1 = std::min(n_panels, p0 + slice);
+      pack_panels(*t, dst, pool, p0, p1);
+      if (gguf_->file_backed()) {
+        const size_t begin = static_cast<size_t>(p0) * panel_file_bytes;
+        const size_t end = std::min(t->nbytes, static_cast<size_t>(p1) * panel_file_bytes);
+        MappedFile::drop_pages(t->data + begin, end - begin);
+      }
+    }
+    // And the pages that straddled two slices.
+    if (gguf_->file_backed()) MappedFile::drop_pages(t->data, t->nbytes);
+    view->data = dst;
     view->nbytes = p->buffers.back().size();
     view->panels = true;
-    // The file's pages are read again only if something reads the rows (a tied
-    // output's embedding lookups); the copy is what runs.
-    if (gguf_->file_backed()) MappedFile::drop_pages(t->data, t->nbytes);
     p->tensors.push_back(std::move(view));
     return p->tensors.back().get();
   };

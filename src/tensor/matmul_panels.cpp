@@ -260,14 +260,17 @@ size_t panel_bytes(const Tensor& W) {
   return static_cast<size_t>(padded) * static_cast<size_t>(W.cols()) * 2;
 }
 
-void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool) {
+void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool, int64_t first, int64_t last) {
   check(panels_supported(W.type) && !W.panels, "pack_panels: tensor ", W.name, " is not f16 or bf16 rows");
   const int64_t rows = W.rows(), k = W.cols();
-  const int64_t n_panels = (rows + kPanelRows - 1) / kPanelRows;
+  const int64_t all = (rows + kPanelRows - 1) / kPanelRows;
+  if (last < 0) last = all;
+  check(0 <= first && first <= last && last <= all, "pack_panels: panels [", first, ", ", last, ") of ", all);
+  const int64_t n_panels = last - first;
   const size_t stride = W.row_size();
   auto pack = [&](int64_t p0, int64_t p1, int) {
     uint16_t* out = reinterpret_cast<uint16_t*>(dst);
-    for (int64_t p = p0; p < p1; ++p) {
+    for (int64_t p = first + p0; p < first + p1; ++p) {
       uint16_t* panel = out + p * kPanelRows * k;
       // 32 elements of each row at a time (whole cache lines of the rows read) into a
       // 32 x 32 block, written transposed as a contiguous 2 KiB of the panel.
