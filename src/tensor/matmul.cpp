@@ -544,10 +544,13 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     }
     xf = packed.data();
   }
-  AlignedVector<float> xg;  // for panels (pack_panel_inputs)
-  if (any_panels) {
+  // Panels read x packed their own way (pack_panel_inputs; one token is x as it is).
+  const float* xpanels = x;
+  AlignedVector<float> xg;
+  if (any_panels && n > 1) {
     xg.resize(static_cast<size_t>(n) * static_cast<size_t>(k));
     pack_panel_inputs(x, n, k, xg.data(), pool);
+    xpanels = xg.data();
   }
 
   // Rows [r0, r1) of part i.
@@ -557,7 +560,7 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     float* y = parts[i].y;
     const int code = float_code(W.type);
     if (W.panels) {
-      matmul_panels_rows(W, xg.data(), n, y, r0, r1);
+      matmul_panels_rows(W, xpanels, n, y, r0, r1);
     } else if (code >= 0) {
       HWY_DYNAMIC_DISPATCH(MatmulRows)(code, W.data, W.row_size(), k, xf, n, y, rows, r0, r1);
     } else {

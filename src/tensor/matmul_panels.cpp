@@ -24,11 +24,8 @@
 #include <cstring>
 
 #include "braid/dtype.h"
-
-// Tokens per packed input group (PackPanelInputs), shared by every target.
-#ifndef BRAID_PANEL_GROUP
-#define BRAID_PANEL_GROUP 12
-#endif
+#include "braid/kernels.h"
+#include "tensor/matmul_panels.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace braid {
@@ -39,8 +36,9 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::CappedTag<float, 16>;
 using VF = hn::Vec<DF>;
 
-constexpr int64_t kRows = 32;  // rows per panel (kPanelRows)
-constexpr int kGroup = BRAID_PANEL_GROUP;
+constexpr int64_t kRows = kPanelRows;
+static_assert(kRows == 32, "a tile's two vectors of up to 16 rows cover a panel");
+constexpr int kGroup = kPanelGroup;
 // Decode streams each weight from DRAM once: fetch this far ahead (as matmul.cpp).
 constexpr int64_t kPrefetchAheadBytes = 24576;
 
@@ -177,22 +175,8 @@ HWY_INLINE void PanelTileOf(int T, const Elem* p, const float* x, int64_t ldx, i
   }
 }
 
-// x[n][k] as the tiles read it: for each group of up to 12 tokens from t0 = 12g, element
-// i of token t0 + t at xg[t0 * k + i * T + t] (T: the group's tokens).
-void PackPanelInputs(const float* x, int n, int64_t k, int64_t g0, int64_t g1, float* xg) {
-  for (int64_t g = g0; g < g1; ++g) {
-    const int t0 = static_cast<int>(g) * kGroup;
-    const int T = std::min(kGroup, n - t0);
-    float* dst = xg + static_cast<int64_t>(t0) * k;
-    for (int t = 0; t < T; ++t) {
-      const float* src = x + static_cast<int64_t>(t0 + t) * k;
-      for (int64_t i = 0; i < k; ++i) dst[i * T + t] = src[i];
-    }
-  }
-}
-
 // Rows [r0, r1) (r0 a multiple of 32) of y[n][rows] = x[n][k] · Wᵀ, W in panels, x
-// packed by PackPanelInputs: panel by panel, each read once from DRAM and then from L2
+// packed by pack_panel_inputs: panel by panel, each read once from DRAM and then from L2
 // for every group of tokens.
 template <class Elem>
 void MatmulPanelsT(const uint8_t* data, int64_t k, const float* xg, int n, float* y, int64_t rows, int64_t r0,
@@ -242,16 +226,11 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "braid/error.h"
-#include "braid/kernels.h"
-#include "tensor/matmul_panels.h"
 
 namespace braid {
 
 HWY_EXPORT(MatmulPanels);
-HWY_EXPORT(PackPanelInputs);
 
-static_assert(kPanelRows == 32, "matmul_panels.cpp's kRows");
-static_assert(kPanelGroup == BRAID_PANEL_GROUP, "kernels.h's kPanelGroup");
 
 bool panels_supported(DType t) { return t == DType::F16 || t == DType::BF16; }
 
@@ -296,7 +275,18 @@ void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool, int64_t first,
 
 void pack_panel_inputs(const float* x, int n, int64_t k, float* xg, ThreadPool& pool) {
   const int64_t groups = (n + kPanelGroup - 1) / kPanelGroup;
-  auto pack = [&](int64_t g0, int64_t g1, int) { HWY_DYNAMIC_DISPATCH(PackPanelInputs)(x, n, k, g0, g1, xg); };
+  // Group g's tokens from t0 = 12g: token t0 + t's element i at xg[t0 * k + i * T + t].
+  auto pack = [&](int64_t g0, int64_t g1, int) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int t0 = static_cast<int>(g) * kPanelGroup;
+      const int T = std::min(kPanelGroup, n - t0);
+      float* dst = xg + static_cast<int64_t>(t0) * k;
+      for (int t = 0; t < T; ++t) {
+        const float* src = x + static_cast<int64_t>(t0 + t) * k;
+        for (int64_t i = 0; i < k; ++i) dst[i * T + t] = src[i];
+      }
+    }
+  };
   if (groups >= 2 && pool.size() > 1) {
     pool.parallel_for(groups, pack);
   } else {

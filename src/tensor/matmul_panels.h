@@ -11,7 +11,7 @@ namespace braid {
 
 // Tokens per group of the packed input: xg holds, for each group of up to kPanelGroup
 // tokens from t0, element i of token t0 + t at xg[t0 * k + i * T + t] (T: the group's
-// tokens). n * k floats.
+// tokens). n * k floats; for one token, x itself.
 constexpr int kPanelGroup = 12;
 void pack_panel_inputs(const float* x, int n, int64_t k, float* xg, ThreadPool& pool);
 
