@@ -262,7 +262,65 @@ TEST(Panels, SupportedTypes) {
   EXPECT_TRUE(panels_supported(DType::F16));
   EXPECT_TRUE(panels_supported(DType::BF16));
   EXPECT_FALSE(panels_supported(DType::F32));
-  EXPECT_FALSE(panels_supported(DType::Q8_0));
+  // Block types: where this CPU has the panel kernels (AVX-512 VNNI), q4_0 and q8_0.
+  EXPECT_EQ(panels_supported(DType::Q8_0), quant_panels_supported(DType::Q8_0));
+  EXPECT_EQ(panels_supported(DType::Q4_0), quant_panels_supported(DType::Q4_0));
+  EXPECT_FALSE(panels_supported(DType::Q4_K));
+  EXPECT_FALSE(panels_supported(DType::Q6_K));
+}
+
+// Quantized matrices in panels inside one matmul(parts) call, next to rows and f16
+// panels, split between threads: each part gives the bits of its rows' own matmul (the
+// quant tests check the kernels on every target; this checks the plumbing: activation
+// sharing, the job split in whole panels, tensor_row_f32).
+TEST(Panels, QuantizedPartsGiveTheirRowsBits) {
+  ThreadPool pool(2);
+  const int64_t cols = 96;
+  Weights f = make_weights(DType::F32, 70, cols, 4), h = make_weights(DType::F16, 33, cols, 5);
+  Panels hp = make_panels(h, pool);
+  struct Quantized {
+    Weights w;  // rows
+    Panels p;
+  };
+  auto quantized = [&](DType type) {
+    Quantized q;
+    const size_t rb = row_bytes(type, cols);
+    q.w.bytes.resize(static_cast<size_t>(f.t.rows()) * rb);
+    for (int64_t r = 0; r < f.t.rows(); ++r)
+      quantize_row(type, f.values.data() + r * cols, q.w.bytes.data() + r * rb, cols);
+    q.w.t = f.t;
+    q.w.t.type = type;
+    q.w.t.data = q.w.bytes.data();
+    q.w.t.nbytes = q.w.bytes.size();
+    q.p = make_panels(q.w, pool);
+    return q;
+  };
+  const Quantized q4 = quantized(DType::Q4_0), q8 = quantized(DType::Q8_0);
+  for (int n : {1, 9, 20}) {
+    std::vector<float> x = random_vec(static_cast<size_t>(n * cols), 6 + n);
+    const size_t big = static_cast<size_t>(n * 70);
+    std::vector<float> y0(big), y1(big), y2(big), y3(static_cast<size_t>(n * 33)), y4(big);
+    const MatmulPart parts[] = {
+        {&q4.p.t, y0.data()}, {&q8.w.t, y1.data()}, {&q8.p.t, y2.data()}, {&hp.t, y3.data()}, {&q4.w.t, y4.data()}};
+    matmul(std::span<const MatmulPart>(parts), x.data(), n, pool);
+    std::vector<float> s4(big), s8(big), sh(y3.size());
+    matmul(q4.w.t, x.data(), n, s4.data(), pool);
+    matmul(q8.w.t, x.data(), n, s8.data(), pool);
+    matmul(hp.t, x.data(), n, sh.data(), pool);
+    EXPECT_EQ(0, std::memcmp(y0.data(), s4.data(), big * 4)) << "n=" << n;
+    EXPECT_EQ(0, std::memcmp(y1.data(), s8.data(), big * 4)) << "n=" << n;
+    EXPECT_EQ(0, std::memcmp(y2.data(), s8.data(), big * 4)) << "n=" << n;
+    EXPECT_EQ(0, std::memcmp(y3.data(), sh.data(), y3.size() * 4)) << "n=" << n;
+    EXPECT_EQ(0, std::memcmp(y4.data(), s4.data(), big * 4)) << "n=" << n;
+  }
+  std::vector<float> a(cols), b(cols);
+  for (const Quantized* q : {&q4, &q8}) {
+    for (int64_t r : {0, 31, 32, 69}) {
+      tensor_row_f32(q->w.t, r, a.data());
+      tensor_row_f32(q->p.t, r, b.data());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), cols * 4)) << dtype_name(q->w.t.type) << " row " << r;
+    }
+  }
 }
 
 TEST(Matmul, SupportedTypes) {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "base/aligned_vector.h"
 #include "braid/dtype.h"
 #include "braid/error.h"
 #include "braid/quant.h"
@@ -701,6 +702,72 @@ TEST(QuantSimd, TileIsBitIdenticalToDotRows) {
       }
     }
   });
+}
+
+// q4_0 / q8_0 matrices in panels (braid/quant.h, "Panels") give exactly the row kernels'
+// results, on every target: natively with the AVX-512 VNNI kernels, by unpacking
+// elsewhere. Rows around the panels of 32 and their halves of 16, block counts around
+// units of 4, token counts around the groups of 16 and passes of 64, row ranges that
+// start at a later panel.
+TEST(QuantPanels, GiveTheRowKernelsBits) {
+  for_each_target([] {
+    for (DType t : {DType::Q4_0, DType::Q8_0}) {
+      EXPECT_EQ(quant_panels_supported(t), std::string(quant::simd_kernel_name(t)) == "avx512-vnni");
+      for (int64_t k : {32, 160, 1184}) {
+        for (int64_t rows : {1, 33, 70}) {
+          for (bool exact : {false, true}) {
+            const Case c = exact ? exact_case(t, k, rows, 17) : random_case(t, k, rows, 11);
+            const size_t bytes = quant_panel_bytes(t, rows, k);
+            ASSERT_EQ(bytes, static_cast<size_t>((rows + 31) / 32 * 32) * row_bytes(t, k));
+            AlignedVector<uint8_t> P(bytes);
+            const int64_t panels = (rows + 31) / 32;
+            quant_pack_panels(t, c.w.data(), c.stride, rows, k, 0, panels / 2, P.data());  // in two calls
+            quant_pack_panels(t, c.w.data(), c.stride, rows, k, panels / 2, panels, P.data());
+            std::vector<uint8_t> back(row_bytes(t, k));
+            for (int64_t r = 0; r < rows; ++r) {
+              quant_panel_row(t, P.data(), k, r, back.data());
+              ASSERT_EQ(0, std::memcmp(back.data(), c.w.data() + r * c.stride, back.size())) << "row " << r;
+            }
+            const int64_t n = 70;
+            ActBuf buf(t, k, n);
+            std::mt19937 gen(5);
+            std::normal_distribution<float> nd(0.0f, 1.0f);
+            std::vector<float> x(static_cast<size_t>(k));
+            for (int64_t i = 0; i < n; ++i) {
+              for (int64_t j = 0; j < k; ++j) x[j] = exact ? c.x[(j + 7 * i) % k] : nd(gen);
+              quant_activation(t, x.data(), k, buf.at(i));
+            }
+            for (int64_t r0 : {int64_t{0}, int64_t{32}}) {
+              if (r0 >= rows) continue;
+              for (int64_t nn : {1, 4, 5, 17, 33, 66, 70}) {
+                const size_t ldy = static_cast<size_t>(rows - r0 + 1);
+                std::vector<float> want(static_cast<size_t>(nn) * ldy, -7.0f), got(want);
+                quant_matmul_tile(t, c.w.data(), c.stride, r0, rows, buf.at(), buf.bytes, nn, k, want.data(), ldy);
+                quant_matmul_panels(t, P.data(), r0, rows, buf.at(), buf.bytes, nn, k, got.data(), ldy);
+                for (size_t i = 0; i < got.size(); ++i) {
+                  ASSERT_EQ(got[i], want[i]) << dtype_name(t) << " k=" << k << " rows=" << rows << " exact=" << exact
+                                             << " r0=" << r0 << " n=" << nn << " token " << i / ldy << " row "
+                                             << r0 + static_cast<int64_t>(i % ldy);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+TEST(QuantPanels, BadShapesThrow) {
+  std::vector<uint8_t> w(4096), P(4096);
+  std::vector<float> y(64);
+  EXPECT_THROW(quant_panel_bytes(DType::Q4_K, 32, 256), Error);   // no panel layout
+  EXPECT_THROW(quant_panel_bytes(DType::Q4_0, 32, 48), Error);    // not whole blocks
+  EXPECT_THROW(quant_pack_panels(DType::Q4_0, w.data(), 10, 2, 64, 0, 1, P.data()), Error);  // stride < row
+  EXPECT_THROW(quant_pack_panels(DType::Q4_0, w.data(), 36, 2, 64, 0, 2, P.data()), Error);  // one panel only
+  ActBuf buf(DType::Q4_0, 64);
+  EXPECT_THROW(quant_matmul_panels(DType::Q4_0, P.data(), 16, 32, buf.at(), buf.bytes, 1, 64, y.data(), 16),
+               Error);  // r0 not a panel's first row
 }
 
 TEST(QuantSimd, RowSplitDoesNotChangeResults) {

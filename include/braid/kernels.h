@@ -38,22 +38,28 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
 // Row r of W as f32 (embedding lookup); dequantizes block types.
 void tensor_row_f32(const Tensor& W, int64_t r, float* dst);
 
-// ---- Panels: F16 and BF16 weights repacked for matmul. ----
-// A copy of a matrix with its rows in groups of kPanelRows, each group stored k-major:
-// row r's element i at ((r / 32) * cols + i) * 32 + r % 32 (the last group padded with
-// zero rows). matmul on such a tensor (Tensor::panels set, the same type and shape)
-// computes each output as one chain of fused multiply-adds over i in order: the same
-// bits for any batch and thread count, but not those of the row layout, whose dot
-// products end in a horizontal sum. Prefill runs faster: a tile converts one weight
-// vector per 12 multiply-adds, not per 6, and needs no horizontal sums.
+// ---- Panels: weights repacked for matmul. ----
+// A copy of a matrix with its rows in groups of kPanelRows (the last group padded with
+// zero rows); matmul and tensor_row_f32 accept it (Tensor::panels set, the same type and
+// shape).
+// - F16 / BF16: each group stored k-major, row r's element i at ((r / 32) * cols + i) *
+//   32 + r % 32. matmul computes each output as one chain of fused multiply-adds over i
+//   in order: the same bits for any batch and thread count, but not those of the row
+//   layout, whose dot products end in a horizontal sum. Prefill runs faster: a tile
+//   converts one weight vector per 12 multiply-adds, not per 6, and needs no horizontal
+//   sums.
+// - Q4_0 / Q8_0, where the CPU has the AVX-512 VNNI kernels: block column by block
+//   column (braid/quant.h, "Panels"). The same bits as the row layout; decode streams
+//   the weights closer to the memory bandwidth (no byte gathers or transposes).
 constexpr int64_t kPanelRows = 32;
-bool panels_supported(DType t);  // F16, BF16
+// F16, BF16; Q4_0 and Q8_0 where quant_panels_supported (worth packing on this CPU).
+bool panels_supported(DType t);
 // Bytes of W in panels (rows rounded up to a multiple of kPanelRows).
 size_t panel_bytes(const Tensor& W);
-// Writes W (rows, F16 or BF16) in panels to dst (panel_bytes(W), 64-byte aligned for
-// speed), split over the pool: panels [p0, p1) only (p1 < 0: to the last), so that a
-// caller can give back the rows' pages of each slice before the next. The caller makes
-// the Tensor: W's fields, data = dst, nbytes = panel_bytes(W), panels = true.
+// Writes W (rows, F16, BF16, Q4_0 or Q8_0) in panels to dst (panel_bytes(W), 64-byte
+// aligned for speed), split over the pool: panels [p0, p1) only (p1 < 0: to the last), so
+// that a caller can give back the rows' pages of each slice before the next. The caller
+// makes the Tensor: W's fields, data = dst, nbytes = panel_bytes(W), panels = true.
 void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool, int64_t p0 = 0, int64_t p1 = -1);
 
 // Dot product of two f32 vectors (SIMD, fixed summation order).

@@ -83,6 +83,35 @@ void quant_dot_rows(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0
 void quant_matmul_tile(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
                        const void* xq, size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy);
 
+// ---- Panels: q4_0 and q8_0 matrices repacked for the AVX-512 VNNI kernels. ----
+// A copy of a matrix in panels of kQuantPanelRows rows (the last padded with zero rows),
+// each stored block column by block column: for block b, the 32 rows' f16 scales (64
+// bytes), then their codes, 16 rows per 64-byte vector, 4 bytes of one row per 32-bit
+// lane (q4_0: 2 x 4 vectors, the 16 code bytes of each row; q8_0: 2 x 8 vectors, the 32
+// bytes each XOR 0x80, i.e. w + 128). A block column of a panel is 576 (q4_0) or 1088
+// (q8_0) bytes, one contiguous stream, and decode reads each row's codes with plain
+// aligned loads: no byte gathers, one horizontal-sum-free vpdpbusd per 4 codes of 16
+// rows. The values are the file's, so a panel matmul gives the row kernels' bits exactly
+// (same integer block sums, same f32 order), on every target.
+constexpr int64_t kQuantPanelRows = 32;
+// Whether panels of type t run natively on this CPU (q4_0 and q8_0 with the AVX-512
+// VNNI kernels). quant_matmul_panels accepts panels anywhere (elsewhere it unpacks each
+// panel to rows first), but only then is packing worth it.
+bool quant_panels_supported(DType t);
+// Bytes of a rows x k matrix of type t in panels.
+size_t quant_panel_bytes(DType t, int64_t rows, int64_t k);
+// Writes panels [p0, p1) of the rows x k matrix W (rows row_stride bytes apart) to dst
+// (quant_panel_bytes; 64-byte aligned for speed). Single-threaded.
+void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t rows, int64_t k, int64_t p0, int64_t p1,
+                       uint8_t* dst);
+// Row r of the panels P (a k-element matrix of type t) back in the row layout, into row
+// (row_bytes(t, k) bytes).
+void quant_panel_row(DType t, const uint8_t* P, int64_t k, int64_t r, uint8_t* row);
+// quant_matmul_tile for a matrix in panels: rows [r0, r1), r0 a multiple of
+// kQuantPanelRows. Same bits as quant_matmul_tile on the rows.
+void quant_matmul_panels(DType t, const uint8_t* P, int64_t r0, int64_t r1, const void* xq, size_t xq_stride,
+                         int64_t n, int64_t k, float* y, size_t ldy);
+
 // dst[0..n) = the values of a row of type t (n a multiple of the block size). Accepts
 // the quant_supported types, F32, F16 and BF16. Matches llama.cpp's dequantize_row_*
 // exactly.

@@ -96,8 +96,8 @@ DeviceProfile measure_profile(const Model& model, ThreadPool& pool, double slowd
   std::vector<float> logits(static_cast<size_t>(c.n_vocab));
   const int32_t token = c.n_vocab > 1 ? 1 : 0;
   p.layer_ms.assign(static_cast<size_t>(c.n_layers), 1e30);
-  // Layer by layer: a warm-up step at position 0 (pages in the weights, makes the f16 /
-  // bf16 copy in panels, sizes the scratch), then the best of kRuns decode steps at
+  // Layer by layer: a warm-up step at position 0 (pages in the weights, makes the
+  // layer's copy in panels if it has one, sizes the scratch), then the best of kRuns decode steps at
   // positions 1.. (attention grows with the position; a few are negligible), each
   // position's hidden state carried from layer to layer. A copy in panels the profile
   // made is given back once its layer is timed, so that the profile never holds more

@@ -1,4 +1,4 @@
-// Model's copies of its F16 / BF16 matrices in panels (braid/model.h, "Panels").
+// Model's copies of its matrices in panels (F16 / BF16; Q4_0 / Q8_0 where supported) (braid/model.h, "Panels").
 #include "model/packed.h"
 
 #include <algorithm>
@@ -25,7 +25,7 @@ std::shared_ptr<const Model::Packed> Model::packed(int layer, ThreadPool& pool) 
   std::lock_guard<std::mutex> lock(packed_mu_);
   if (packed_[i]) return packed_[i];
   auto p = std::make_shared<Packed>();
-  // The panel copy of t (t itself when it is not F16 / BF16).
+  // The panel copy of t (t itself when it has no panel layout here).
   auto copy = [&](const Tensor* t) -> const Tensor* {
     if (!packable(t)) return t;
     auto view = std::make_unique<Tensor>(*t);

@@ -496,10 +496,10 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
   quantized.reserve(parts.size());  // act[] points into it
   std::vector<const Quantized*> act(parts.size(), nullptr);
   bool any_float = false;   // a part with float weights in rows (they read x packed, below)
-  bool any_panels = false;  // a part in panels (they read x packed their own way)
+  bool any_panels = false;  // a float part in panels (they read x packed their own way)
   for (size_t i = 0; i < parts.size(); ++i) {
     const DType t = parts[i].w->type;
-    if (parts[i].w->panels) {
+    if (parts[i].w->panels && float_code(t) >= 0) {
       any_panels = true;
       continue;
     }
@@ -544,7 +544,8 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     }
     xf = packed.data();
   }
-  // Panels read x packed their own way (pack_panel_inputs; one token is x as it is).
+  // Float panels read x packed their own way (pack_panel_inputs; one token is x as it
+  // is); quantized ones read the quantized activations like rows do.
   const float* xpanels = x;
   AlignedVector<float> xg;
   if (any_panels && n > 1) {
@@ -559,20 +560,27 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     const int64_t rows = W.rows();
     float* y = parts[i].y;
     const int code = float_code(W.type);
-    if (W.panels) {
-      matmul_panels_rows(W, xpanels, n, y, r0, r1);
-    } else if (code >= 0) {
-      HWY_DYNAMIC_DISPATCH(MatmulRows)(code, W.data, W.row_size(), k, xf, n, y, rows, r0, r1);
+    if (code >= 0) {
+      if (W.panels) {
+        matmul_panels_rows(W, xpanels, n, y, r0, r1);
+      } else {
+        HWY_DYNAMIC_DISPATCH(MatmulRows)(code, W.data, W.row_size(), k, xf, n, y, rows, r0, r1);
+      }
     } else {
       const Quantized& q = *act[i];
-      quant_matmul_tile(W.type, W.data, W.row_size(), r0, r1, q.data.data(), q.bytes, n, k, y + r0,
-                        static_cast<size_t>(rows));
+      if (W.panels) {
+        quant_matmul_panels(W.type, W.data, r0, r1, q.data.data(), q.bytes, n, k, y + r0, static_cast<size_t>(rows));
+      } else {
+        quant_matmul_tile(W.type, W.data, W.row_size(), r0, r1, q.data.data(), q.bytes, n, k, y + r0,
+                          static_cast<size_t>(rows));
+      }
     }
   };
   // All parts' rows form one job in whole row blocks (part i's blocks from first[i]):
   // one wait instead of one per tensor, and small tensors (a GQA model's k and v) share
   // the threads' memory streams with the large ones instead of running alone.
   // A block is kJobRows rows, or a whole panel.
+  static_assert(kPanelRows == kQuantPanelRows, "float and quantized panels are split alike");
   auto unit = [&](size_t i) { return parts[i].w->panels ? kPanelRows : kJobRows; };
   std::vector<int64_t> first(parts.size() + 1, 0);
   int64_t macs = 0;

@@ -225,28 +225,45 @@ void MatmulPanels(int type, const uint8_t* data, int64_t k, const float* xg, int
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include <vector>
+
 #include "braid/error.h"
+#include "braid/quant.h"
+#include "tensor/quant_panels.h"
 
 namespace braid {
 
 HWY_EXPORT(MatmulPanels);
 
 
-bool panels_supported(DType t) { return t == DType::F16 || t == DType::BF16; }
+bool panels_supported(DType t) { return t == DType::F16 || t == DType::BF16 || quant_panels_supported(t); }
 
 size_t panel_bytes(const Tensor& W) {
+  if (quant::PanelType(W.type)) return quant_panel_bytes(W.type, W.rows(), W.cols());
   const int64_t padded = (W.rows() + kPanelRows - 1) / kPanelRows * kPanelRows;
   return static_cast<size_t>(padded) * static_cast<size_t>(W.cols()) * 2;
 }
 
 void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool, int64_t first, int64_t last) {
-  check(panels_supported(W.type) && !W.panels, "pack_panels: tensor ", W.name, " is not f16 or bf16 rows");
+  check(!W.panels && (W.type == DType::F16 || W.type == DType::BF16 || quant::PanelType(W.type)),
+        "pack_panels: tensor ", W.name, " is not f16, bf16, q4_0 or q8_0 rows");
   const int64_t rows = W.rows(), k = W.cols();
   const int64_t all = (rows + kPanelRows - 1) / kPanelRows;
   if (last < 0) last = all;
   check(0 <= first && first <= last && last <= all, "pack_panels: panels [", first, ", ", last, ") of ", all);
   const int64_t n_panels = last - first;
   const size_t stride = W.row_size();
+  if (quant::PanelType(W.type)) {
+    auto pack = [&](int64_t p0, int64_t p1, int) {
+      quant_pack_panels(W.type, W.data, stride, rows, k, first + p0, first + p1, dst);
+    };
+    if (n_panels > 1 && pool.size() > 1) {
+      pool.parallel_for(n_panels, pack);
+    } else {
+      pack(0, n_panels, 0);
+    }
+    return;
+  }
   auto pack = [&](int64_t p0, int64_t p1, int) {
     uint16_t* out = reinterpret_cast<uint16_t*>(dst);
     for (int64_t p = first + p0; p < first + p1; ++p) {
@@ -300,6 +317,11 @@ void matmul_panels_rows(const Tensor& W, const float* xg, int n, float* y, int64
 
 void tensor_panel_row_f32(const Tensor& W, int64_t r, float* dst) {
   const int64_t k = W.cols();
+  if (quant::PanelType(W.type)) {
+    std::vector<uint8_t> row(row_bytes(W.type, k));
+    quant_panel_row(W.type, W.data, k, r, row.data());
+    return dequantize_row(W.type, row.data(), dst, k);
+  }
   const uint16_t* panel = reinterpret_cast<const uint16_t*>(W.data) + (r / kPanelRows) * kPanelRows * k;
   for (int64_t i = 0; i < k; ++i) {
     const uint16_t h = panel[i * kPanelRows + r % kPanelRows];

@@ -442,6 +442,7 @@ struct KQ6K {
 #undef BRAID_TILE_ATTR
 #include "tensor/quant_lanes-inl.h"
 #include "tensor/quant_lanes_k-inl.h"
+#include "tensor/quant_lanes_panels-inl.h"
 
 BRAID_VNNI bool Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
                          size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy) {
@@ -480,6 +481,22 @@ BRAID_VNNI bool Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, i
       lanes::LQ6K kern;
       return lanes::RunK(kern, L, W, stride, r0, r1, xq, xq_stride, n, y, ldy);
     }
+    default:
+      return false;
+  }
+}
+
+// Rows [r0, r1) of a q4_0 / q8_0 matrix in panels (quant_panels.h); false when this CPU
+// or the type has no panel kernel.
+BRAID_VNNI bool DispatchPanels(DType t, const uint8_t* P, int64_t r0, int64_t r1, const void* xq, size_t xq_stride,
+                               int64_t n, int64_t k, float* y, size_t ldy) {
+  if (!Usable()) return false;
+  const ActLayout L = act_layout(t, k);
+  switch (t) {
+    case DType::Q4_0:
+      return lanes::RunPanels<DType::Q4_0, lanes::LNibble<DType::Q4_0>>(L, P, r0, r1, xq, xq_stride, n, y, ldy);
+    case DType::Q8_0:
+      return lanes::RunPanels<DType::Q8_0, lanes::LQ8_0>(L, P, r0, r1, xq, xq_stride, n, y, ldy);
     default:
       return false;
   }

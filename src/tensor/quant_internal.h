@@ -40,6 +40,12 @@ void dot_rows_simd(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0,
                    int64_t k, float* y);
 void matmul_tile_simd(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
                       const void* xq, size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy);
+// Panels (quant_panels.h): false when the current target has no panel kernel for t
+// (the caller falls back to unpacking rows).
+bool matmul_panels_simd(DType wtype, const uint8_t* P, int64_t r0, int64_t r1, const void* xq, size_t xq_stride,
+                        int64_t n, int64_t k, float* y, size_t ldy);
+// Whether the current target has panel kernels (AVX-512 VNNI).
+bool panels_native_simd();
 const char* simd_target_name();
 // Which kernel family quant_dot_rows runs for t on the current target: "avx512-vnni",
 // "portable" or "scalar".

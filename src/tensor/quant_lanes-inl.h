@@ -414,14 +414,12 @@ BRAID_VNNI void BuildPanel(const ActLayout& L, const char* x, size_t xq_stride, 
 // prefetch code at all: with pf_lines = 0 passed at run time, GCC compiled the loop with
 // extra register copies when the caller computed pf_lines outside its group loop, and
 // q4_0 / q8_0 prefill ran 1.45x slower (micro_quant BM_Matmul).
+// The tile's scratch is w, corr, dw (Scratch's layouts, from the tile's first row).
 template <bool kPrefetch>
-BRAID_VNNI HWY_INLINE void GroupTile(const Scratch& s, int64_t nb, const char* group, const char* pf, int64_t pf_lines,
-                                     __m512 (&acc)[kRows]) {
+BRAID_VNNI HWY_INLINE void GroupTile(const int8_t* w, const int32_t* corr, const float* dw, int64_t nb,
+                                     const char* group, const char* pf, int64_t pf_lines, __m512 (&acc)[kRows]) {
   const int64_t pf_per_block = kPrefetch && nb > 0 ? (pf_lines + nb - 1) / nb : 0;
   for (int i = 0; i < kRows; ++i) acc[i] = _mm512_setzero_ps();
-  const int8_t* w = s.w.data();
-  const int32_t* corr = s.corr.data();
-  const float* dw = s.dw.data();
   for (int64_t b = 0; b < nb; ++b) {
     const char* pb = group + (b / 4) * kUnitPanel;
     const int j = static_cast<int>(b % 4);
@@ -518,9 +516,10 @@ BRAID_VNNI void Prefill(const T& kt, const ActLayout& L, const uint8_t* W, size_
       __m512 acc[kRows];
       const char* group = s.panel.data() + g * units * kUnitPanel;
       if (g == 0) {
-        GroupTile<true>(s, nb, group, reinterpret_cast<const char*>(W + next * stride), next_lines, acc);
+        GroupTile<true>(s.w.data(), s.corr.data(), s.dw.data(), nb, group,
+                        reinterpret_cast<const char*>(W + next * stride), next_lines, acc);
       } else {
-        GroupTile<false>(s, nb, group, nullptr, 0, acc);
+        GroupTile<false>(s.w.data(), s.corr.data(), s.dw.data(), nb, group, nullptr, 0, acc);
       }
       StoreTile(acc, rows, std::min<int64_t>(kGroup, m - g * kGroup),
                 y + g * kGroup * static_cast<int64_t>(ldy) + (r - r0), ldy);

@@ -30,6 +30,7 @@
 #include "tensor/quant_act.h"
 #include "tensor/quant_blocks.h"
 #include "tensor/quant_internal.h"
+#include "tensor/quant_panels.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace braid::quant {
@@ -488,6 +489,25 @@ void MatmulTile(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1
   for (int64_t i = 0; i < n; ++i) DotRows(t, W, stride, r0, r1, x + i * xq_stride, k, y + i * ldy);
 }
 
+// Panels (quant_panels.h): only the AVX-512 VNNI kernels read them.
+bool MatmulPanels(DType t, const uint8_t* P, int64_t r0, int64_t r1, const void* xq, size_t xq_stride, int64_t n,
+                  int64_t k, float* y, size_t ldy) {
+#ifdef BRAID_AVX512_KERNELS
+  return avx512::DispatchPanels(t, P, r0, r1, xq, xq_stride, n, k, y, ldy);
+#else
+  (void)t, (void)P, (void)r0, (void)r1, (void)xq, (void)xq_stride, (void)n, (void)k, (void)y, (void)ldy;
+  return false;
+#endif
+}
+
+bool PanelsNative() {
+#ifdef BRAID_AVX512_KERNELS
+  return avx512::Usable();
+#else
+  return false;
+#endif
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 const char* KernelName(DType t) {
@@ -521,6 +541,8 @@ HWY_EXPORT(MatmulTile);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(KernelName);
 HWY_EXPORT(QuantizeActivation);
+HWY_EXPORT(MatmulPanels);
+HWY_EXPORT(PanelsNative);
 
 void dot_rows_simd(DType t, const uint8_t* W, size_t stride, int64_t r0, int64_t r1, const void* xq,
                    int64_t k, float* y) {
@@ -535,6 +557,13 @@ void matmul_tile_simd(DType t, const uint8_t* W, size_t stride, int64_t r0, int6
 void activation_simd(DType wtype, const float* x, int64_t k, void* xq) {
   HWY_DYNAMIC_DISPATCH(QuantizeActivation)(wtype, x, k, xq);
 }
+
+bool matmul_panels_simd(DType t, const uint8_t* P, int64_t r0, int64_t r1, const void* xq, size_t xq_stride,
+                        int64_t n, int64_t k, float* y, size_t ldy) {
+  return HWY_DYNAMIC_DISPATCH(MatmulPanels)(t, P, r0, r1, xq, xq_stride, n, k, y, ldy);
+}
+
+bool panels_native_simd() { return HWY_DYNAMIC_DISPATCH(PanelsNative)(); }
 
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 
