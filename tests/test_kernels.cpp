@@ -262,11 +262,12 @@ TEST(Panels, SupportedTypes) {
   EXPECT_TRUE(panels_supported(DType::F16));
   EXPECT_TRUE(panels_supported(DType::BF16));
   EXPECT_FALSE(panels_supported(DType::F32));
-  // Block types: where this CPU has the panel kernels (AVX-512 VNNI), q4_0 and q8_0.
-  EXPECT_EQ(panels_supported(DType::Q8_0), quant_panels_supported(DType::Q8_0));
-  EXPECT_EQ(panels_supported(DType::Q4_0), quant_panels_supported(DType::Q4_0));
-  EXPECT_FALSE(panels_supported(DType::Q4_K));
-  EXPECT_FALSE(panels_supported(DType::Q6_K));
+  // Block types: where this CPU has the panel kernels (AVX-512 VNNI), q4_0, q8_0, q4_K
+  // and q6_K.
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+    EXPECT_EQ(panels_supported(t), quant_panels_supported(t));
+  EXPECT_FALSE(panels_supported(DType::Q5_K));
+  EXPECT_FALSE(panels_supported(DType::Q4_1));
 }
 
 // Quantized matrices in panels inside one matmul(parts) call, next to rows and f16

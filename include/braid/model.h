@@ -133,13 +133,14 @@ class Model {
                              bool all_logits = false) const;
 
   // ---- Panels. ----
-  // F16 and BF16 weight matrices, and Q4_0 / Q8_0 ones where the CPU has kernels for
-  // them (panels_supported), run from a copy in panels (braid/kernels.h, pack_panels):
-  // the f16 prompt kernel and the q4_0 / q8_0 decode are faster on them. A layer's copy (`layer` == n_layers: the output's) is made the first
-  // time run_layers or output runs it, and kept until release_packed; the file's pages
-  // it was made from are then given back when the file is mapped (GgufFile::file_backed),
-  // so that a packed layer holds its bytes once. Thread-safe: a layer released while a
-  // pass runs it stays alive until that pass is done.
+  // F16 and BF16 weight matrices, and Q4_0 / Q8_0 / Q4_K ones where the CPU has the
+  // kernels for them (panels_supported), run from a copy in panels (braid/kernels.h,
+  // pack_panels): the f16 prompt kernel and the quantized decode are faster on them. A
+  // layer's copy (`layer` == n_layers: the output's) is made the first time run_layers
+  // or output runs it, and kept until release_packed; the file's pages it was made from
+  // are then given back when the file is mapped (GgufFile::file_backed), so that a
+  // packed layer holds its bytes once. Thread-safe: a layer released while a pass runs
+  // it stays alive until that pass is done.
   void release_packed(int layer) const;
   // True when the layer's copy exists; false also for layers with nothing to pack.
   bool is_packed(int layer) const;

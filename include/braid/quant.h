@@ -83,19 +83,20 @@ void quant_dot_rows(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0
 void quant_matmul_tile(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
                        const void* xq, size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy);
 
-// ---- Panels: q4_0 and q8_0 matrices repacked for the AVX-512 VNNI kernels. ----
+// ---- Panels: q4_0, q8_0 and q4_K matrices repacked for the AVX-512 VNNI kernels. ----
 // A copy of a matrix in panels of kQuantPanelRows rows (the last padded with zero rows),
-// each stored block column by block column: for block b, the 32 rows' f16 scales (64
-// bytes), then their codes, 16 rows per 64-byte vector, 4 bytes of one row per 32-bit
-// lane (q4_0: 2 x 4 vectors, the 16 code bytes of each row; q8_0: 2 x 8 vectors, the 32
-// bytes each XOR 0x80, i.e. w + 128). A block column of a panel is 576 (q4_0) or 1088
-// (q8_0) bytes, one contiguous stream, and decode reads each row's codes with plain
-// aligned loads: no byte gathers, one horizontal-sum-free vpdpbusd per 4 codes of 16
-// rows. The values are the file's, so a panel matmul gives the row kernels' bits exactly
-// (same integer block sums, same f32 order), on every target.
+// each stored block column by block column: for block b, the 32 rows' f16 fields side by
+// side (d; q4_K: d, then dmin; 64 bytes each), then the rest of their blocks (codes; q4_K:
+// the 12 scale bytes, then the codes), 16 rows per 64-byte vector, 4 bytes of one row
+// per 32-bit lane (q8_0's codes stored XOR 0x80, i.e. w + 128). A block column is 32
+// blocks' bytes, so the copy is the size of the rows; it is one contiguous stream, and
+// decode reads 16 rows' codes with each plain load: no byte gathers, no transposes of
+// per-row sums (the sums come out with rows in lanes). The values are the file's, so a
+// panel matmul gives the row kernels' bits exactly (same integer block sums, same f32
+// order), on every target. Layout details: src/tensor/quant_panels.h.
 constexpr int64_t kQuantPanelRows = 32;
-// Whether panels of type t run natively on this CPU (q4_0 and q8_0 with the AVX-512
-// VNNI kernels). quant_matmul_panels accepts panels anywhere (elsewhere it unpacks each
+// Whether panels of type t run natively on this CPU (q4_0, q8_0 and q4_K with the
+// AVX-512 VNNI kernels). quant_matmul_panels accepts panels anywhere (elsewhere it unpacks each
 // panel to rows first), but only then is packing worth it.
 bool quant_panels_supported(DType t);
 // Bytes of a rows x k matrix of type t in panels.

@@ -486,7 +486,7 @@ BRAID_VNNI bool Dispatch(DType t, const uint8_t* W, size_t stride, int64_t r0, i
   }
 }
 
-// Rows [r0, r1) of a q4_0 / q8_0 matrix in panels (quant_panels.h); false when this CPU
+// Rows [r0, r1) of a q4_0 / q8_0 / q4_K / q6_K matrix in panels (quant_panels.h); false when this CPU
 // or the type has no panel kernel.
 BRAID_VNNI bool DispatchPanels(DType t, const uint8_t* P, int64_t r0, int64_t r1, const void* xq, size_t xq_stride,
                                int64_t n, int64_t k, float* y, size_t ldy) {
@@ -497,6 +497,14 @@ BRAID_VNNI bool DispatchPanels(DType t, const uint8_t* P, int64_t r0, int64_t r1
       return lanes::RunPanels<DType::Q4_0, lanes::LNibble<DType::Q4_0>>(L, P, r0, r1, xq, xq_stride, n, y, ldy);
     case DType::Q8_0:
       return lanes::RunPanels<DType::Q8_0, lanes::LQ8_0>(L, P, r0, r1, xq, xq_stride, n, y, ldy);
+    case DType::Q4_K: {
+      lanes::LK4<DType::Q4_K> kern;
+      return lanes::RunPanelsK<DType::Q4_K>(kern, L, P, r0, r1, xq, xq_stride, n, y, ldy);
+    }
+    case DType::Q6_K: {
+      lanes::LQ6K kern;
+      return lanes::RunPanelsK<DType::Q6_K>(kern, L, P, r0, r1, xq, xq_stride, n, y, ldy);
+    }
     default:
       return false;
   }

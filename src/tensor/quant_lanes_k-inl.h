@@ -252,17 +252,12 @@ BRAID_VNNI HWY_INLINE void GroupTileK(const Scratch& s, int64_t nb, const char* 
   }
 }
 
+// The tiles of rows [r0, r1) of W (rows stride bytes apart) x the activation panel
+// (BuildPanelK's, groups groups of m tokens): y + (r - r0) for row r.
 template <class T>
-BRAID_VNNI void PrefillK(const T& kt, const ActLayout& L, const uint8_t* W, size_t stride, int64_t r0, int64_t r1,
-                         const char* x, size_t xq_stride, int64_t m, float* y, size_t ldy) {
-  Scratch& s = ThreadScratch();
-  const int64_t nb = L.nb;
+BRAID_VNNI void TilesK(const T& kt, int64_t nb, const uint8_t* W, size_t stride, int64_t r0, int64_t r1,
+                       int64_t m, float* y, size_t ldy, Scratch& s) {
   const int64_t groups = (m + kGroup - 1) / kGroup;
-  s.panel.resize(static_cast<size_t>(groups * nb * kSuperPanel));
-  s.w.resize(static_cast<size_t>(nb * kRowsK * 256));
-  s.corr.resize(static_cast<size_t>(nb * kRowsK * 32));
-  s.dw.resize(static_cast<size_t>(nb * kRowsK * 2));
-  BuildPanelK(L, x, xq_stride, m, s.panel.data());
   for (int64_t r = r0; r < r1; r += kRowsK) {
     PrepareK(kt, W, stride, r, r1, nb, s);
     const int rows = static_cast<int>(std::min<int64_t>(kRowsK, r1 - r));
@@ -280,6 +275,24 @@ BRAID_VNNI void PrefillK(const T& kt, const ActLayout& L, const uint8_t* W, size
                 y + g * kGroup * static_cast<int64_t>(ldy) + (r - r0), ldy);
     }
   }
+}
+
+// The scratch for PrefillK's tiles (and BuildPanelK's panel of m tokens).
+inline void SizeScratchK(int64_t nb, int64_t m, Scratch& s) {
+  const int64_t groups = (m + kGroup - 1) / kGroup;
+  s.panel.resize(static_cast<size_t>(groups * nb * kSuperPanel));
+  s.w.resize(static_cast<size_t>(nb * kRowsK * 256));
+  s.corr.resize(static_cast<size_t>(nb * kRowsK * 32));
+  s.dw.resize(static_cast<size_t>(nb * kRowsK * 2));
+}
+
+template <class T>
+BRAID_VNNI void PrefillK(const T& kt, const ActLayout& L, const uint8_t* W, size_t stride, int64_t r0, int64_t r1,
+                         const char* x, size_t xq_stride, int64_t m, float* y, size_t ldy) {
+  Scratch& s = ThreadScratch();
+  SizeScratchK(L.nb, m, s);
+  BuildPanelK(L, x, xq_stride, m, s.panel.data());
+  TilesK(kt, L.nb, W, stride, r0, r1, m, y, ldy, s);
 }
 
 template <class T>

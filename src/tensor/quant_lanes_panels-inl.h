@@ -26,6 +26,25 @@ BRAID_VNNI HWY_INLINE __m512i Bcast32(const char* p) {
   return _mm512_set1_epi32(v);
 }
 
+// A panel's outputs (acc[h] lane i: row 16h + i), its first `rows` rows, to y.
+BRAID_VNNI HWY_INLINE void StorePanel(const __m512 (&acc)[2], int64_t rows, float* y) {
+  for (int h = 0; h < 2; ++h) {
+    const int64_t m = std::clamp<int64_t>(rows - kPanelHalf * h, 0, kPanelHalf);
+    _mm512_mask_storeu_ps(y + kPanelHalf * h, static_cast<__mmask16>((1u << m) - 1), acc[h]);
+  }
+}
+
+// The K types' block columns (4.5 and 6.6 KiB) are prefetched one column ahead, a
+// quarter at a time as the column's work goes on: step `step` of `steps` prefetches its
+// share of the next column (a burst of a whole column's lines at once, or a distance
+// shorter than a column, left decode from DRAM no faster than the row kernels).
+template <int64_t kBB>
+BRAID_VNNI HWY_INLINE void PrefetchAhead(const uint8_t* col, int step, int steps) {
+  constexpr int64_t kLines = kBB / 64;
+  const int64_t l0 = kLines * step / steps, l1 = kLines * (step + 1) / steps;
+  for (int64_t l = l0; l < l1; ++l) _mm_prefetch(reinterpret_cast<const char*>(col) + kBB + 64 * l, _MM_HINT_T0);
+}
+
 // y[r - r0] = row r . the activation at x, for rows [r0, r1) of the panels P, r0 a
 // multiple of 32: per block column, 32 rows' exact integer sums in the lanes of two
 // vectors, then y = fma(float(isum), dw * dx, y) per row (the canonical order).
@@ -80,11 +99,7 @@ BRAID_VNNI void PanelDecode(const ActLayout& L, const uint8_t* P, int64_t r0, in
         acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[h], s1[h])), _mm512_mul_ps(dw, dx), acc[h]);
       }
     }
-    const int64_t rows = std::min(kQuantPanelRows, r1 - r);
-    for (int h = 0; h < 2; ++h) {
-      const int64_t m = std::clamp<int64_t>(rows - kPanelHalf * h, 0, kPanelHalf);
-      _mm512_mask_storeu_ps(y + (r - r0) + kPanelHalf * h, static_cast<__mmask16>((1u << m) - 1), acc[h]);
-    }
+    StorePanel(acc, std::min(kQuantPanelRows, r1 - r), y + (r - r0));
   }
 }
 
@@ -219,6 +234,238 @@ BRAID_VNNI bool RunPanels(const ActLayout& L, const uint8_t* P, int64_t r0, int6
         PanelPrefill<kType, T>(L, P, r0, r1, x + t0 * xs, xq_stride, m, y + t0 * ys, ldy);
       },
       [&](int64_t t) { PanelDecode<kType>(L, P, r0, r1, x + t * xs, y + t * ys); });
+  return true;
+}
+
+// ---------------------------------------------------------------- K types
+
+// Rows [r0, r1) of the panels P (nb block columns of type kType; r0 a multiple of 32)
+// back in the row layout at dst, rows rb bytes apart: per half panel, 16 payload
+// vectors at a time transposed (Transpose16) so that each row's 64 bytes come out
+// together. For the K types' prefill, which prepares its tiles from rows.
+template <DType kType>
+BRAID_VNNI void PanelsToRows(const uint8_t* P, int64_t nb, int64_t r0, int64_t r1, uint8_t* dst, size_t rb) {
+  constexpr PanelFormat kF = PanelFormatOf(kType);
+  static_assert(kF.flip == 0, "flipped payloads are not restored here");
+  constexpr int kV = PanelVectors(kType);
+  constexpr int64_t kBB = PanelBlockBytes(kType);
+  const int64_t block = static_cast<int64_t>(rb) / (nb > 0 ? nb : 1);
+  for (int64_t r = r0; r < r1; r += kQuantPanelRows) {
+    const uint8_t* panel = P + (r / kQuantPanelRows) * nb * kBB;
+    const int rows = static_cast<int>(std::min(kQuantPanelRows, r1 - r));
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* col = panel + b * kBB;
+      for (int rr = 0; rr < rows; ++rr) {
+        uint8_t* out = dst + (r - r0 + rr) * static_cast<int64_t>(rb) + b * block;
+        for (int h = 0; h < kF.heads; ++h) std::memcpy(out + kF.head_at + 2 * h, col + PanelHeadAt(h, rr), 2);
+      }
+      for (int h = 0; h < 2 && kPanelHalf * h < rows; ++h) {
+        for (int v0 = 0; v0 < kV; v0 += 16) {
+          const int cnt = std::min(16, kV - v0);
+          __m512i in[16], out[16];
+          for (int i = 0; i < 16; ++i)
+            in[i] = i < cnt ? _mm512_loadu_si512(col + 64 * kF.heads + 64 * (kV * h + v0 + i)) : _mm512_setzero_si512();
+          Transpose16(in, out);  // out[i]: row 16h + i's payload dwords v0 .. v0 + 15
+          for (int i = 0; i < kPanelHalf && kPanelHalf * h + i < rows; ++i) {
+            uint8_t* o = dst + (r - r0 + kPanelHalf * h + i) * static_cast<int64_t>(rb) + b * block + kF.payload_at + 4 * v0;
+            _mm512_mask_storeu_epi32(o, static_cast<__mmask16>((1u << cnt) - 1), out[i]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// q4_K decode, rows in lanes: per super-block and half panel, the 8 sub-blocks' integer
+// dot products (vpdpbusd of the codes against broadcast activation dwords), scaled by the
+// 6-bit scales unpacked in the lanes (ScalesK4's steps, 4 rows' bytes per dword) and
+// summed (T), and the mins against the activation's 32-value sums (M, vpdpwssd on
+// pairs); then the canonical y = fma(T, d * dx, y), y = fma(M, (-dmin) * dx, y).
+BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x, float* y) {
+  constexpr DType kT = DType::Q4_K;
+  constexpr int kV = PanelVectors(kT);
+  constexpr int64_t kBB = PanelBlockBytes(kT);
+  constexpr int kQsAt = 3;  // payload vectors 0..2: the 12 scale bytes; 3..34: the codes
+  const int64_t nb = L.nb;
+  const __m512i low = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m2 = _mm512_set1_epi8(0x03);
+  const __m512i byte = _mm512_set1_epi32(0xFF), words = _mm512_set1_epi32(0x00FF00FF);
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  // Sub-block j's 32 activation values in the record (quant_act.h: 32-value chunks
+  // 0, 2, 1, 3 of each 128).
+  constexpr int kAt[8] = {0, 64, 32, 96, 128, 192, 160, 224};
+  for (int64_t r = r0; r < r1; r += kQuantPanelRows) {
+    const uint8_t* panel = P + (r / kQuantPanelRows) * nb * kBB;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t sb = 0; sb < nb; ++sb) {
+      const uint8_t* col = panel + sb * kBB;
+      const char* rec = x + sb * static_cast<int64_t>(L.rec);
+      const char* q = rec + L.qs;
+      const uint8_t* pay[2] = {col + 128, col + 128 + 64 * kV};
+      __m512i sc[2][2], mn[2][2];  // [half][sub-blocks 0..3 / 4..7]: 4 rows' bytes per lane
+      for (int h = 0; h < 2; ++h) {
+        const __m512i a = _mm512_loadu_si512(pay[h]), b = _mm512_loadu_si512(pay[h] + 64),
+                      c = _mm512_loadu_si512(pay[h] + 128);
+        sc[h][0] = _mm512_and_si512(a, m6);
+        mn[h][0] = _mm512_and_si512(b, m6);
+        sc[h][1] = _mm512_or_si512(_mm512_and_si512(c, low), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(a, 6), m2), 4));
+        mn[h][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(c, 4), low),
+                                   _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 6), m2), 4));
+      }
+      __m512i t[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+      for (int ch = 0; ch < 4; ++ch) {  // code bytes 32ch..: low nibbles sub-block 2ch, high 2ch + 1
+        PrefetchAhead<kBB>(col, ch, 4);
+        __m512i dlo[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, dhi[2] = {dlo[0], dlo[0]};
+        for (int c = 0; c < 8; ++c) {
+          const __m512i xl = Bcast32(q + kAt[2 * ch] + 4 * c), xh = Bcast32(q + kAt[2 * ch + 1] + 4 * c);
+          for (int h = 0; h < 2; ++h) {
+            const __m512i v = _mm512_loadu_si512(pay[h] + 64 * (kQsAt + 8 * ch + c));
+            dlo[h] = _mm512_dpbusd_epi32(dlo[h], _mm512_and_si512(v, low), xl);
+            dhi[h] = _mm512_dpbusd_epi32(dhi[h], _mm512_and_si512(_mm512_srli_epi16(v, 4), low), xh);
+          }
+        }
+        for (int h = 0; h < 2; ++h) {
+          for (int half = 0; half < 2; ++half) {
+            const int j = 2 * ch + half;
+            const __m512i s4 = sc[h][j / 4];
+            const int sh = 8 * (j % 4);
+            const __m512i scale = sh == 24 ? _mm512_srli_epi32(s4, 24) : _mm512_and_si512(_mm512_srli_epi32(s4, sh), byte);
+            t[h] = _mm512_add_epi32(t[h], _mm512_mullo_epi32(half == 0 ? dlo[h] : dhi[h], scale));
+          }
+        }
+      }
+      // M = sum_j min_j * bsum_j: mins as 16-bit pairs (j, j + 2) against the pairs of sums.
+      int16_t bs[8];
+      std::memcpy(bs, rec + L.bs32, sizeof(bs));
+      auto pair = [&](int a, int b) {
+        return _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint16_t>(bs[a]) | (static_cast<uint32_t>(static_cast<uint16_t>(bs[b])) << 16)));
+      };
+      const __m512i p02 = pair(0, 2), p13 = pair(1, 3), p46 = pair(4, 6), p57 = pair(5, 7);
+      float dxs;
+      std::memcpy(&dxs, rec + L.d, 4);
+      const __m512 dx = _mm512_set1_ps(dxs);
+      for (int h = 0; h < 2; ++h) {
+        __m512i m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(mn[h][0], words), p02);
+        m = _mm512_dpwssd_epi32(m, _mm512_and_si512(_mm512_srli_epi32(mn[h][0], 8), words), p13);
+        m = _mm512_dpwssd_epi32(m, _mm512_and_si512(mn[h][1], words), p46);
+        m = _mm512_dpwssd_epi32(m, _mm512_and_si512(_mm512_srli_epi32(mn[h][1], 8), words), p57);
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 32 * h)));
+        const __m512 nd =
+            _mm512_xor_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 64 + 32 * h))), sign);
+        acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t[h]), _mm512_mul_ps(d, dx), acc[h]);
+        acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(nd, dx), acc[h]);
+      }
+    }
+    StorePanel(acc, std::min(kQuantPanelRows, r1 - r), y + (r - r0));
+  }
+}
+
+// q6_K decode, rows in lanes: codes rebuilt in the lanes from ql's nibbles and qh's 2-bit
+// pairs (16 rows' 4 bytes per vector, as llama.cpp's dequantize_row_q6_K pairs them),
+// multiplied as unsigned 0..63 against the activation, each sub-block of 16 started at
+// -32 * its activation sum (so dot_j carries the code offset), then scaled by the
+// sign-extended 8-bit scales and summed (T); y = fma(T, d * dx, y).
+BRAID_VNNI void PanelDecodeQ6K(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x, float* y) {
+  constexpr DType kT = DType::Q6_K;
+  constexpr int kV = PanelVectors(kT);
+  constexpr int64_t kBB = PanelBlockBytes(kT);
+  constexpr int kQh = 32, kScales = 48;  // payload vectors: ql 0..31, qh 32..47, scales 48..51
+  const int64_t nb = L.nb;
+  const __m512i low = _mm512_set1_epi8(0x0F), top = _mm512_set1_epi8(0x30);
+  for (int64_t r = r0; r < r1; r += kQuantPanelRows) {
+    const uint8_t* panel = P + (r / kQuantPanelRows) * nb * kBB;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t sb = 0; sb < nb; ++sb) {
+      const uint8_t* col = panel + sb * kBB;
+      const char* rec = x + sb * static_cast<int64_t>(L.rec);
+      const char* q = rec + L.qs;
+      int16_t bs[16];
+      std::memcpy(bs, rec + L.bs16, sizeof(bs));
+      const uint8_t* pay[2] = {col + 64, col + 64 + 64 * kV};
+      __m512i t[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+      // Sub-block j's scale (int8) in the lanes.
+      auto scale = [&](int h, int j) {
+        const __m512i s4 = _mm512_loadu_si512(pay[h] + 64 * (kScales + j / 4));
+        return _mm512_srai_epi32(_mm512_slli_epi32(s4, 24 - 8 * (j % 4)), 24);
+      };
+      for (int nh = 0; nh < 2; ++nh) {  // elements 128 nh + 32 k + l, l = 0..31 (4c .. 4c + 3)
+        for (int part = 0; part < 2; ++part) {  // l < 16, l >= 16: sub-blocks 8 nh + 2k + part
+          PrefetchAhead<kBB>(col, 2 * nh + part, 4);
+          __m512i d[4][2];
+          for (int k = 0; k < 4; ++k) d[k][0] = d[k][1] = _mm512_set1_epi32(-32 * bs[8 * nh + 2 * k + part]);
+          for (int c = 4 * part; c < 4 * part + 4; ++c) {
+            __m512i xv[4];
+            for (int k = 0; k < 4; ++k) xv[k] = Bcast32(q + 128 * nh + 32 * k + 4 * c);
+            for (int h = 0; h < 2; ++h) {
+              const __m512i a = _mm512_loadu_si512(pay[h] + 64 * (16 * nh + c));      // ql[l]
+              const __m512i b = _mm512_loadu_si512(pay[h] + 64 * (16 * nh + 8 + c));  // ql[l + 32]
+              const __m512i hb = _mm512_loadu_si512(pay[h] + 64 * (kQh + 8 * nh + c));
+              const __m512i code[4] = {
+                  _mm512_or_si512(_mm512_and_si512(a, low), _mm512_and_si512(_mm512_slli_epi16(hb, 4), top)),
+                  _mm512_or_si512(_mm512_and_si512(b, low), _mm512_and_si512(_mm512_slli_epi16(hb, 2), top)),
+                  _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a, 4), low), _mm512_and_si512(hb, top)),
+                  _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(b, 4), low),
+                                  _mm512_and_si512(_mm512_srli_epi16(hb, 2), top))};
+              for (int k = 0; k < 4; ++k) d[k][h] = _mm512_dpbusd_epi32(d[k][h], code[k], xv[k]);
+            }
+          }
+          for (int h = 0; h < 2; ++h) {
+            for (int k = 0; k < 4; ++k)
+              t[h] = _mm512_add_epi32(t[h], _mm512_mullo_epi32(d[k][h], scale(h, 8 * nh + 2 * k + part)));
+          }
+        }
+      }
+      float dxs;
+      std::memcpy(&dxs, rec + L.d, 4);
+      const __m512 dx = _mm512_set1_ps(dxs);
+      for (int h = 0; h < 2; ++h) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 32 * h)));
+        acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t[h]), _mm512_mul_ps(dw, dx), acc[h]);
+      }
+    }
+    StorePanel(acc, std::min(kQuantPanelRows, r1 - r), y + (r - r0));
+  }
+}
+
+// K-type prefill from panels: rows back in the row layout, three panels at a time (96
+// rows: 16 whole tiles of 6, 300 KiB at most for a 5632-wide q4_K matrix, in L2), then
+// the row prefill's tiles (TilesK), whose operations per (row, token) these are.
+template <DType kType, class T>
+BRAID_VNNI void PanelPrefillK(const T& kt, const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1,
+                              const char* x, size_t xq_stride, int64_t m, float* y, size_t ldy) {
+  constexpr int64_t kChunk = 3 * kQuantPanelRows;
+  static_assert(kChunk % kRowsK == 0);
+  Scratch& s = ThreadScratch();
+  SizeScratchK(L.nb, m, s);
+  BuildPanelK(L, x, xq_stride, m, s.panel.data());
+  static thread_local AlignedVector<uint8_t> rows;
+  const size_t rb = static_cast<size_t>(L.nb * T::K::kBlock);
+  rows.resize(rb * kChunk);
+  for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
+    const int64_t c1 = std::min(r1, c0 + kChunk);
+    PanelsToRows<kType>(P, L.nb, c0, c1, rows.data(), rb);
+    TilesK(kt, L.nb, rows.data(), rb, 0, c1 - c0, m, y + (c0 - r0), ldy, s);
+  }
+}
+
+template <DType kType, class T>
+BRAID_VNNI bool RunPanelsK(T& kt, const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const void* xq,
+                           size_t xq_stride, int64_t n, float* y, size_t ldy) {
+  if (!T::K::Matches(L) || (kType == DType::Q4_K ? L.bs32 == 0 : L.bs16 == 0)) return false;
+  kt.k.nb = L.nb;
+  const char* x = static_cast<const char*>(xq);
+  const int64_t xs = static_cast<int64_t>(xq_stride), ys = static_cast<int64_t>(ldy);
+  ForPasses(
+      n,
+      [&](int64_t t0, int64_t m) {
+        PanelPrefillK<kType>(kt, L, P, r0, r1, x + t0 * xs, xq_stride, m, y + t0 * ys, ldy);
+      },
+      [&](int64_t t) {
+        if constexpr (kType == DType::Q4_K) {
+          PanelDecodeQ4K(L, P, r0, r1, x + t * xs, y + t * ys);
+        } else {
+          PanelDecodeQ6K(L, P, r0, r1, x + t * xs, y + t * ys);
+        }
+      });
   return true;
 }
 

@@ -1,4 +1,4 @@
-// q4_0 / q8_0 matrices in panels (braid/quant.h, "Panels"): packing, reading rows back,
+// Block-quantized matrices in panels (braid/quant.h, "Panels"): packing, reading rows back,
 // and the matmul entry point, with a fallback for targets without panel kernels.
 #include "tensor/quant_panels.h"
 
@@ -14,18 +14,21 @@
 namespace braid {
 
 using quant::PanelBlockBytes;
-using quant::PanelCodeAt;
-using quant::PanelCodeBytes;
-using quant::PanelCodeFlip;
+using quant::PanelFormatOf;
+using quant::PanelHeadAt;
+using quant::PanelPayloadAt;
 using quant::PanelType;
 
 namespace {
 
 void check_panels(DType t, int64_t k) {
   check(PanelType(t), "no panel layout for tensor type ", dtype_info(t).name);
-  check(k >= 0 && k % quant::kQK == 0, "row of ", k, " elements is not a multiple of ", dtype_info(t).name,
-        "'s block of ", quant::kQK);
+  const int block = dtype_info(t).block_size;
+  check(k >= 0 && k % block == 0, "row of ", k, " elements is not a multiple of ", dtype_info(t).name,
+        "'s block of ", block);
 }
+
+int64_t blocks_per_row(DType t, int64_t k) { return k / dtype_info(t).block_size; }
 
 int64_t panel_count(int64_t rows) { return (rows + kQuantPanelRows - 1) / kQuantPanelRows; }
 
@@ -36,7 +39,7 @@ bool quant_panels_supported(DType t) { return PanelType(t) && quant::panels_nati
 size_t quant_panel_bytes(DType t, int64_t rows, int64_t k) {
   check_panels(t, k);
   check(rows >= 0, "negative row count ", rows);
-  return static_cast<size_t>(panel_count(rows) * (k / quant::kQK) * PanelBlockBytes(t));
+  return static_cast<size_t>(panel_count(rows) * blocks_per_row(t, k) * PanelBlockBytes(t));
 }
 
 void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t rows, int64_t k, int64_t p0, int64_t p1,
@@ -45,10 +48,9 @@ void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t row
   check(row_stride >= row_bytes(t, k), "row stride ", row_stride, " is shorter than a ", dtype_info(t).name, " row of ",
         k, " elements");
   check(0 <= p0 && p0 <= p1 && p1 <= panel_count(rows), "pack: panels [", p0, ", ", p1, ") of ", panel_count(rows));
-  const int64_t nb = k / quant::kQK, bb = PanelBlockBytes(t);
+  const int64_t nb = blocks_per_row(t, k), bb = PanelBlockBytes(t);
   const size_t block = dtype_info(t).block_bytes;
-  const int code_bytes = PanelCodeBytes(t);
-  const uint8_t flip = PanelCodeFlip(t);
+  const quant::PanelFormat f = PanelFormatOf(t);
   for (int64_t p = p0; p < p1; ++p) {
     uint8_t* panel = dst + p * nb * bb;
     std::memset(panel, 0, static_cast<size_t>(nb * bb));  // padding rows: zero scales
@@ -58,13 +60,14 @@ void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t row
     for (int rr = 0; rr < n_rows; ++rr) {
       const uint8_t* row = W + (p * kQuantPanelRows + rr) * static_cast<int64_t>(row_stride);
       for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* src = row + b * static_cast<int64_t>(block);  // f16 d, then the codes
+        const uint8_t* src = row + b * static_cast<int64_t>(block);
         uint8_t* col = panel + b * bb;
-        std::memcpy(col + 2 * rr, src, 2);
-        for (int q = 0; q < code_bytes; q += 4) {
+        for (int h = 0; h < f.heads; ++h) std::memcpy(col + PanelHeadAt(h, rr), src + f.head_at + 2 * h, 2);
+        const uint8_t* payload = src + f.payload_at;
+        for (int q = 0; q < f.payload; q += 4) {
           uint8_t four[4];
-          for (int i = 0; i < 4; ++i) four[i] = static_cast<uint8_t>(src[2 + q + i] ^ flip);
-          std::memcpy(col + PanelCodeAt(t, rr, q), four, 4);
+          for (int i = 0; i < 4; ++i) four[i] = static_cast<uint8_t>(payload[q + i] ^ f.flip);
+          std::memcpy(col + PanelPayloadAt(t, rr, q), four, 4);
         }
       }
     }
@@ -74,16 +77,17 @@ void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t row
 void quant_panel_row(DType t, const uint8_t* P, int64_t k, int64_t r, uint8_t* row) {
   check_panels(t, k);
   check(r >= 0, "negative row ", r);
-  const int64_t nb = k / quant::kQK, bb = PanelBlockBytes(t);
+  const int64_t nb = blocks_per_row(t, k), bb = PanelBlockBytes(t);
   const size_t block = dtype_info(t).block_bytes;
   const uint8_t* panel = P + (r / kQuantPanelRows) * nb * bb;
   const int rr = static_cast<int>(r % kQuantPanelRows);
-  const uint8_t flip = PanelCodeFlip(t);
+  const quant::PanelFormat f = PanelFormatOf(t);
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* col = panel + b * bb;
     uint8_t* out = row + b * static_cast<int64_t>(block);
-    std::memcpy(out, col + 2 * rr, 2);
-    for (int q = 0; q < PanelCodeBytes(t); ++q) out[2 + q] = static_cast<uint8_t>(col[PanelCodeAt(t, rr, q)] ^ flip);
+    for (int h = 0; h < f.heads; ++h) std::memcpy(out + f.head_at + 2 * h, col + PanelHeadAt(h, rr), 2);
+    for (int q = 0; q < f.payload; ++q)
+      out[f.payload_at + q] = static_cast<uint8_t>(col[PanelPayloadAt(t, rr, q)] ^ f.flip);
   }
 }
 
