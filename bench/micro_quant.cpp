@@ -7,6 +7,7 @@
 //   BM_DotRowsStream/<type>  the same over 64 such matrices in turn (0.4-0.8 GB), so
 //                            weights come from DRAM as in real decoding.
 //   BM_DotRowsStreamK2048    the same with 5632 x 2048 matrices (the up projection).
+//   BM_PanelsStreamK2048     the same in panels (q4_0, q8_0, q4_K, q6_K on AVX-512 VNNI).
 //   BM_DotRowsL2/<type>      decode of a 256 x 2048 matrix that stays in L2: the kernel's
 //                            own speed, with no memory stalls.
 //   BM_Tile/<type>           prompt processing: quant_matmul_tile of 64 activations
@@ -104,17 +105,32 @@ void BM_DotRows(benchmark::State& state) { DotRowsOf(state, kRows, kCols, 1); }
 // (not the memory's) sets the rate.
 void BM_DotRowsL2(benchmark::State& state) { DotRowsOf(state, 256, 2048, 5); }
 
-void DotRowsStream(benchmark::State& state, int64_t rows, int64_t cols) {
+// panels: the matrices in panels (braid/quant.h), as a Model runs q4_0 / q8_0 / q4_K /
+// q6_K on AVX-512 VNNI; skipped for other types and CPUs.
+void DotRowsStream(benchmark::State& state, int64_t rows, int64_t cols, bool panels = false) {
   const DType t = kTypes[state.range(0)];
+  if (panels && !braid::quant_panels_supported(t)) {
+    state.SkipWithError("no panel kernels for this type on this CPU");
+    return;
+  }
   const int kMats = static_cast<int>(64 * kRows * kCols / (rows * cols));
   const size_t rb = braid::row_bytes(t, cols);
   const auto one = random_matrix(t, rows, cols, 2);
-  std::vector<std::vector<uint8_t>> mats(kMats, one);
+  std::vector<uint8_t> packed;
+  if (panels) {
+    packed.resize(braid::quant_panel_bytes(t, rows, cols));
+    braid::quant_pack_panels(t, one.data(), rb, rows, cols, 0, (rows + 31) / 32, packed.data());
+  }
+  std::vector<std::vector<uint8_t>> mats(kMats, panels ? packed : one);
   Act act(t, cols, 1);
   std::vector<float> y(rows);
   int i = 0;
   for (auto _ : state) {
-    braid::quant_dot_rows(t, mats[i].data(), rb, 0, rows, act.at(0), cols, y.data());
+    if (panels) {
+      braid::quant_matmul_panels(t, mats[i].data(), 0, rows, act.at(0), act.bytes, 1, cols, y.data(), rows);
+    } else {
+      braid::quant_dot_rows(t, mats[i].data(), rb, 0, rows, act.at(0), cols, y.data());
+    }
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % kMats;
   }
@@ -125,6 +141,7 @@ void DotRowsStream(benchmark::State& state, int64_t rows, int64_t cols) {
 void BM_DotRowsStream(benchmark::State& state) { DotRowsStream(state, kRows, kCols); }
 // The up projection's shape (5632 rows of 2048): the model's rows are mostly this short.
 void BM_DotRowsStreamK2048(benchmark::State& state) { DotRowsStream(state, kCols, kRows); }
+void BM_PanelsStreamK2048(benchmark::State& state) { DotRowsStream(state, kCols, kRows, true); }
 
 void BM_Tile(benchmark::State& state) {
   const DType t = kTypes[state.range(0)];
@@ -195,6 +212,7 @@ BENCHMARK(BM_DotRows)->DenseRange(0, 9);
 BENCHMARK(BM_DotRowsL2)->DenseRange(0, 9);
 BENCHMARK(BM_DotRowsStream)->DenseRange(0, 9);
 BENCHMARK(BM_DotRowsStreamK2048)->DenseRange(0, 9);
+BENCHMARK(BM_PanelsStreamK2048)->DenseRange(0, 9);
 BENCHMARK(BM_Tile)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matmul)->DenseRange(0, 9)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MatmulF16)->Unit(benchmark::kMillisecond);

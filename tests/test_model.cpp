@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -652,7 +654,8 @@ class QuantModelTest : public ::testing::TestWithParam<DType> {};
 TEST_P(QuantModelTest, MatchesDequantizedF32AndPrefillEqualsDecode) {
   const DType type = GetParam();
   if (!quant_supported(type)) GTEST_SKIP() << dtype_name(type) << " has no kernels in this build";
-  auto qm = Model::load(write_random_llama(type, false));
+  const std::string qpath = write_random_llama(type, false);
+  auto qm = Model::load(qpath);
   auto fm = Model::load(write_random_llama(type, true));
   EXPECT_EQ(qm->token_embd().type, type);
   EXPECT_LT(qm->layer_weight_bytes(0), fm->layer_weight_bytes(0));
@@ -680,6 +683,16 @@ TEST_P(QuantModelTest, MatchesDequantizedF32AndPrefillEqualsDecode) {
     const std::vector<float> l = qm->forward(&ids[t], 1, t, kd, pool);
     ASSERT_EQ(0, std::memcmp(l.data(), &q[static_cast<size_t>(t) * V], V * sizeof(float))) << "token " << t;
   }
+  // Parsed from memory (as a worker's streamed layers are), block types keep their rows
+  // (a copy could not replace the bytes) and give the same bits as the panels above.
+  std::ifstream in(qpath, std::ios::binary);
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto mm = Model::from_gguf(GgufFile::parse(bytes.data(), bytes.size(), "memory"));
+  KVCache km(mm->config(), 0, 2, 32);
+  const std::vector<float> mq = mm->forward(ids.data(), n, 0, km, pool, true);
+  for (int l = 0; l <= 2; ++l) EXPECT_FALSE(mm->is_packed(l)) << "layer " << l;
+  ASSERT_EQ(mq.size(), q.size());
+  EXPECT_EQ(0, std::memcmp(mq.data(), q.data(), q.size() * sizeof(float)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantModelTest,

@@ -14,7 +14,14 @@ namespace braid {
 
 namespace {
 
-bool packable(const Tensor* t) { return t && panels_supported(t->type); }
+// F16 / BF16 always (their panels compute in another order than their rows, and every
+// device must compute a layer alike). Block types give the same bits either way, so they
+// are packed only when the file's pages can be given back: a model parsed from memory
+// (a streamed one) would hold those layers twice.
+bool packable(const Tensor* t, bool file_backed) {
+  if (!t || !panels_supported(t->type)) return false;
+  return file_backed || t->type == DType::F16 || t->type == DType::BF16;
+}
 
 }  // namespace
 
@@ -27,7 +34,7 @@ std::shared_ptr<const Model::Packed> Model::packed(int layer, ThreadPool& pool) 
   auto p = std::make_shared<Packed>();
   // The panel copy of t (t itself when it has no panel layout here).
   auto copy = [&](const Tensor* t) -> const Tensor* {
-    if (!packable(t)) return t;
+    if (!packable(t, gguf_->file_backed())) return t;
     auto view = std::make_unique<Tensor>(*t);
     p->buffers.emplace_back(panel_bytes(*t));
     uint8_t* dst = p->buffers.back().data();
@@ -85,9 +92,9 @@ void Model::find_packable() {
   for (size_t i = 0; i < n; ++i) {
     const LayerWeights& w = layers_[i];
     for (const Tensor* m : {w.wq, w.wk, w.wv, w.wqkv, w.wo, w.w_gate, w.w_up, w.w_down})
-      if (packable(m)) packs_[i] = true;
+      if (packable(m, gguf_->file_backed())) packs_[i] = true;
   }
-  packs_[n] = packable(output_);
+  packs_[n] = packable(output_, gguf_->file_backed());
 }
 
 }  // namespace braid
