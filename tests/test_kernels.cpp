@@ -301,8 +301,11 @@ TEST(Panels, QuantizedPartsGiveTheirRowsBits) {
     std::vector<float> x = random_vec(static_cast<size_t>(n * cols), 6 + n);
     const size_t big = static_cast<size_t>(n * 70);
     std::vector<float> y0(big), y1(big), y2(big), y3(static_cast<size_t>(n * 33)), y4(big);
-    const MatmulPart parts[] = {
-        {&q4.p.t, y0.data()}, {&q8.w.t, y1.data()}, {&q8.p.t, y2.data()}, {&hp.t, y3.data()}, {&q4.w.t, y4.data()}};
+    const MatmulPart parts[] = {{&q4.p.t, y0.data()},
+                                {&q8.w.t, y1.data()},
+                                {&q8.p.t, y2.data()},
+                                {&hp.t, y3.data()},
+                                {&q4.w.t, y4.data()}};
     matmul(std::span<const MatmulPart>(parts), x.data(), n, pool);
     std::vector<float> s4(big), s8(big), sh(y3.size());
     matmul(q4.w.t, x.data(), n, s4.data(), pool);

@@ -704,23 +704,25 @@ TEST(QuantSimd, TileIsBitIdenticalToDotRows) {
   });
 }
 
-// q4_0 / q8_0 matrices in panels (braid/quant.h, "Panels") give exactly the row kernels'
-// results, on every target: natively with the AVX-512 VNNI kernels, by unpacking
-// elsewhere. Rows around the panels of 32 and their halves of 16, block counts around
-// units of 4, token counts around the groups of 16 and passes of 64, row ranges that
-// start at a later panel.
+// q4_0 / q8_0 / q4_K / q6_K matrices in panels (braid/quant.h, "Panels") give exactly
+// the row kernels' results, on every target: natively with the AVX-512 VNNI kernels, by
+// unpacking elsewhere. Rows around the panels of 32 and their halves of 16, block counts
+// around units of 4 (and the K prefill's chunks of 3 panels), token counts around the
+// groups of 16 and passes of 64, row ranges that start at a later panel, random codes
+// (every bit pattern) as well as quantized data.
 TEST(QuantPanels, GiveTheRowKernelsBits) {
   for_each_target([] {
     for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
       EXPECT_EQ(quant_panels_supported(t), std::string(quant::simd_kernel_name(t)) == "avx512-vnni");
       const bool super = dtype_info(t).block_size == 256;
       for (int64_t k : super ? std::vector<int64_t>{256, 1280} : std::vector<int64_t>{32, 160, 1184}) {
-        for (int64_t rows : {1, 33, 50}) {
+        for (int64_t rows : super ? std::vector<int64_t>{1, 33, 100} : std::vector<int64_t>{1, 33, 50}) {
           for (bool exact : {false, true}) {
             const Case c = exact ? exact_case(t, k, rows, 17) : random_case(t, k, rows, 11);
             const size_t bytes = quant_panel_bytes(t, rows, k);
             ASSERT_EQ(bytes, static_cast<size_t>((rows + 31) / 32 * 32) * row_bytes(t, k));
-            SCOPED_TRACE(std::string(dtype_name(t)) + " k=" + std::to_string(k) + " rows=" + std::to_string(rows));
+            SCOPED_TRACE(std::string(dtype_name(t)) + " k=" + std::to_string(k) +
+                         " rows=" + std::to_string(rows));
             AlignedVector<uint8_t> P(bytes);
             const int64_t panels = (rows + 31) / 32;
             quant_pack_panels(t, c.w.data(), c.stride, rows, k, 0, panels / 2, P.data());  // in two calls
@@ -744,12 +746,13 @@ TEST(QuantPanels, GiveTheRowKernelsBits) {
               for (int64_t nn : {1, 5, 17, 33, 70}) {
                 const size_t ldy = static_cast<size_t>(rows - r0 + 1);
                 std::vector<float> want(static_cast<size_t>(nn) * ldy, -7.0f), got(want);
-                quant_matmul_tile(t, c.w.data(), c.stride, r0, rows, buf.at(), buf.bytes, nn, k, want.data(), ldy);
+                quant_matmul_tile(t, c.w.data(), c.stride, r0, rows, buf.at(), buf.bytes, nn, k, want.data(),
+                                  ldy);
                 quant_matmul_panels(t, P.data(), r0, rows, buf.at(), buf.bytes, nn, k, got.data(), ldy);
                 for (size_t i = 0; i < got.size(); ++i) {
-                  ASSERT_EQ(got[i], want[i]) << dtype_name(t) << " k=" << k << " rows=" << rows << " exact=" << exact
-                                             << " r0=" << r0 << " n=" << nn << " token " << i / ldy << " row "
-                                             << r0 + static_cast<int64_t>(i % ldy);
+                  ASSERT_EQ(got[i], want[i])
+                      << dtype_name(t) << " k=" << k << " rows=" << rows << " exact=" << exact << " r0=" << r0
+                      << " n=" << nn << " token " << i / ldy << " row " << r0 + static_cast<int64_t>(i % ldy);
                 }
               }
             }
@@ -763,8 +766,8 @@ TEST(QuantPanels, GiveTheRowKernelsBits) {
 TEST(QuantPanels, BadShapesThrow) {
   std::vector<uint8_t> w(4096), P(4096);
   std::vector<float> y(64);
-  EXPECT_THROW(quant_panel_bytes(DType::Q5_K, 32, 256), Error);   // no panel layout
-  EXPECT_THROW(quant_panel_bytes(DType::Q4_0, 32, 48), Error);    // not whole blocks
+  EXPECT_THROW(quant_panel_bytes(DType::Q5_K, 32, 256), Error);  // no panel layout
+  EXPECT_THROW(quant_panel_bytes(DType::Q4_0, 32, 48), Error);   // not whole blocks
   EXPECT_THROW(quant_pack_panels(DType::Q4_0, w.data(), 10, 2, 64, 0, 1, P.data()), Error);  // stride < row
   EXPECT_THROW(quant_pack_panels(DType::Q4_0, w.data(), 36, 2, 64, 0, 2, P.data()), Error);  // one panel only
   ActBuf buf(DType::Q4_0, 64);

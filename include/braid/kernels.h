@@ -48,15 +48,15 @@ void tensor_row_f32(const Tensor& W, int64_t r, float* dst);
 //   layout, whose dot products end in a horizontal sum. Prefill runs faster: a tile
 //   converts one weight vector per 12 multiply-adds, not per 6, and needs no horizontal
 //   sums.
-// - Q4_0, Q8_0 and Q4_K, where the CPU has the AVX-512 VNNI kernels: block column by
-//   block column (braid/quant.h, "Panels"). The same bits as the row layout; decode streams
+// - Q4_0, Q8_0, Q4_K and Q6_K, where the CPU has the AVX-512 VNNI kernels: block column
+//   by block column (braid/quant.h, "Panels"). The same bits as the row layout; decode streams
 //   the weights closer to the memory bandwidth (no byte gathers or transposes).
 constexpr int64_t kPanelRows = 32;
-// F16, BF16; Q4_0, Q8_0 and Q4_K where quant_panels_supported (worth packing here).
+// F16, BF16; Q4_0, Q8_0, Q4_K, Q6_K where quant_panels_supported (worth packing here).
 bool panels_supported(DType t);
 // Bytes of W in panels (rows rounded up to a multiple of kPanelRows).
 size_t panel_bytes(const Tensor& W);
-// Writes W (rows, F16, BF16, Q4_0, Q8_0 or Q4_K) in panels to dst (panel_bytes(W), 64-byte
+// Writes W (rows, F16, BF16, Q4_0, Q8_0, Q4_K or Q6_K) in panels to dst (panel_bytes(W), 64-byte
 // aligned for speed), split over the pool: panels [p0, p1) only (p1 < 0: to the last), so
 // that a caller can give back the rows' pages of each slice before the next. The caller
 // makes the Tensor: W's fields, data = dst, nbytes = panel_bytes(W), panels = true.

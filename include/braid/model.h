@@ -133,8 +133,8 @@ class Model {
                              bool all_logits = false) const;
 
   // ---- Panels. ----
-  // F16 and BF16 weight matrices, and Q4_0 / Q8_0 / Q4_K ones where the CPU has the
-  // kernels for them (panels_supported), run from a copy in panels (braid/kernels.h,
+  // F16 and BF16 weight matrices, and Q4_0 / Q8_0 / Q4_K / Q6_K ones where the CPU has
+  // the kernels for them (panels_supported), run from a copy in panels (braid/kernels.h,
   // pack_panels): the f16 prompt kernel and the quantized decode are faster on them. A
   // layer's copy (`layer` == n_layers: the output's) is made the first time run_layers
   // or output runs it, and kept until release_packed; the file's pages it was made from

@@ -83,28 +83,29 @@ void quant_dot_rows(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0
 void quant_matmul_tile(DType wtype, const uint8_t* W, size_t row_stride, int64_t r0, int64_t r1,
                        const void* xq, size_t xq_stride, int64_t n, int64_t k, float* y, size_t ldy);
 
-// ---- Panels: q4_0, q8_0 and q4_K matrices repacked for the AVX-512 VNNI kernels. ----
+// ---- Panels: q4_0, q8_0, q4_K and q6_K matrices repacked for AVX-512 VNNI. ----
 // A copy of a matrix in panels of kQuantPanelRows rows (the last padded with zero rows),
 // each stored block column by block column: for block b, the 32 rows' f16 fields side by
-// side (d; q4_K: d, then dmin; 64 bytes each), then the rest of their blocks (codes; q4_K:
-// the 12 scale bytes, then the codes), 16 rows per 64-byte vector, 4 bytes of one row
-// per 32-bit lane (q8_0's codes stored XOR 0x80, i.e. w + 128). A block column is 32
-// blocks' bytes, so the copy is the size of the rows; it is one contiguous stream, and
-// decode reads 16 rows' codes with each plain load: no byte gathers, no transposes of
-// per-row sums (the sums come out with rows in lanes). The values are the file's, so a
-// panel matmul gives the row kernels' bits exactly (same integer block sums, same f32
-// order), on every target. Layout details: src/tensor/quant_panels.h.
+// side (d; q4_K: d, then dmin; 64 bytes each), then the rest of their blocks (codes;
+// q4_K: the 12 scale bytes, then the codes; q6_K: ql, qh, scales), 16 rows per 64-byte
+// vector, 4 bytes of one row per 32-bit lane (q8_0's codes stored XOR 0x80, i.e. w +
+// 128). A block column is 32 blocks' bytes, so the copy is the size of the rows; it is
+// one contiguous stream, and decode reads 16 rows' codes with each plain load: no byte
+// gathers, no transposes of per-row sums (the sums come out with rows in lanes). The
+// values are the file's, so a panel matmul gives the row kernels' bits exactly (same
+// integer block sums, same f32 order), on every target. Layout details:
+// src/tensor/quant_panels.h.
 constexpr int64_t kQuantPanelRows = 32;
-// Whether panels of type t run natively on this CPU (q4_0, q8_0 and q4_K with the
-// AVX-512 VNNI kernels). quant_matmul_panels accepts panels anywhere (elsewhere it unpacks each
-// panel to rows first), but only then is packing worth it.
+// Whether panels of type t run natively on this CPU (q4_0, q8_0, q4_K and q6_K with the
+// AVX-512 VNNI kernels). quant_matmul_panels accepts panels anywhere (elsewhere it
+// unpacks each panel to rows first), but only then is packing worth it.
 bool quant_panels_supported(DType t);
 // Bytes of a rows x k matrix of type t in panels.
 size_t quant_panel_bytes(DType t, int64_t rows, int64_t k);
 // Writes panels [p0, p1) of the rows x k matrix W (rows row_stride bytes apart) to dst
 // (quant_panel_bytes; 64-byte aligned for speed). Single-threaded.
-void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t rows, int64_t k, int64_t p0, int64_t p1,
-                       uint8_t* dst);
+void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t rows, int64_t k, int64_t p0,
+                       int64_t p1, uint8_t* dst);
 // Row r of the panels P (a k-element matrix of type t) back in the row layout, into row
 // (row_bytes(t, k) bytes).
 void quant_panel_row(DType t, const uint8_t* P, int64_t k, int64_t r, uint8_t* row);

@@ -6,9 +6,10 @@
 // replay). A worker maps the model file, so "loading" a layer is nothing but page faults
 // on its weights: major ones from storage (a layer of the 1.1B Q4_0 synth model, 28 MiB,
 // takes about 37 ms paged in page by page from the test VM's disk), minor ones when the
-// page cache holds it already (about 1 ms). The only other per-layer set-up is a layer's
-// copy in panels (f16 / bf16, and q4_0 / q8_0 / q4_K on AVX-512 VNNI; braid/model.h), made on
-// the layer's first batch from those pages (~30 ms for a 23 MiB f16 matrix on one core), after which the file's pages are
+// page cache holds it already (about 1 ms). The only other per-layer set-up is a
+// layer's copy in panels (f16 / bf16, and q4_0 / q8_0 / q4_K / q6_K on AVX-512 VNNI;
+// braid/model.h), made on the layer's first batch from those pages (~30 ms for a 23 MiB
+// f16 matrix on one core), after which the file's pages are
 // given back; so the preloader warms the pages of its own range only while a layer has
 // no copy yet, and the KV cache is allocated on a sequence's first batch. The thread
 // runs at idle priority (SCHED_IDLE, idle I/O class) in 1 MiB steps, so that it yields

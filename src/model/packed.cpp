@@ -1,4 +1,5 @@
-// Model's copies of its matrices in panels (F16 / BF16; Q4_0 / Q8_0 / Q4_K where supported) (braid/model.h, "Panels").
+// Model's copies of its matrices in panels (F16 / BF16, and Q4_0 / Q8_0 / Q4_K / Q6_K where
+// supported; braid/model.h, "Panels").
 #include "model/packed.h"
 
 #include <algorithm>

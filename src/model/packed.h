@@ -1,6 +1,6 @@
 // Model::Packed: one layer's (or the output's) matrices in panels (F16 / BF16, and
-// Q4_0 / Q8_0 / Q4_K where supported; braid/model.h, "Panels"; made in packed.cpp, run by
-// forward.cpp).
+// Q4_0 / Q8_0 / Q4_K / Q6_K where supported; braid/model.h, "Panels"; made in
+// packed.cpp, run by forward.cpp).
 #pragma once
 
 #include <memory>

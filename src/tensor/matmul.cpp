@@ -569,7 +569,8 @@ void matmul(std::span<const MatmulPart> parts, const float* x, int n, ThreadPool
     } else {
       const Quantized& q = *act[i];
       if (W.panels) {
-        quant_matmul_panels(W.type, W.data, r0, r1, q.data.data(), q.bytes, n, k, y + r0, static_cast<size_t>(rows));
+        quant_matmul_panels(W.type, W.data, r0, r1, q.data.data(), q.bytes, n, k, y + r0,
+                            static_cast<size_t>(rows));
       } else {
         quant_matmul_tile(W.type, W.data, W.row_size(), r0, r1, q.data.data(), q.bytes, n, k, y + r0,
                           static_cast<size_t>(rows));

@@ -235,7 +235,6 @@ namespace braid {
 
 HWY_EXPORT(MatmulPanels);
 
-
 bool panels_supported(DType t) { return t == DType::F16 || t == DType::BF16 || quant_panels_supported(t); }
 
 size_t panel_bytes(const Tensor& W) {
@@ -246,7 +245,7 @@ size_t panel_bytes(const Tensor& W) {
 
 void pack_panels(const Tensor& W, uint8_t* dst, ThreadPool& pool, int64_t first, int64_t last) {
   check(!W.panels && (W.type == DType::F16 || W.type == DType::BF16 || quant::PanelType(W.type)),
-        "pack_panels: tensor ", W.name, " is not f16, bf16, q4_0, q8_0 or q4_K rows");
+        "pack_panels: tensor ", W.name, " is not f16, bf16, q4_0, q8_0, q4_K or q6_K rows");
   const int64_t rows = W.rows(), k = W.cols();
   const int64_t all = (rows + kPanelRows - 1) / kPanelRows;
   if (last < 0) last = all;

@@ -1,19 +1,20 @@
-// AVX-512 VNNI kernels for q4_0 and q8_0 matrices in panels (layout: quant_panels.h).
-// Included by quant_avx512-inl.h after quant_lanes-inl.h, inside the HWY_AVX3_DL and
-// HWY_AVX3 target namespaces; they follow the lanes kernels' canonical order, so a
-// matrix gives the same bits in panels as in rows.
+// AVX-512 VNNI kernels for q4_0, q8_0, q4_K and q6_K matrices in panels (layout:
+// quant_panels.h). Included by quant_avx512-inl.h after quant_lanes-inl.h and
+// quant_lanes_k-inl.h, inside the HWY_AVX3_DL and HWY_AVX3 target namespaces; they follow
+// the lanes kernels' canonical orders, so a matrix gives the same bits in panels as in
+// rows (tests/test_quant.cpp checks every output).
 //
-// Why panels: the row decode (DecodeRows) streams 16 rows at once and gathers each
-// row's 18- or 34-byte blocks into lanes with byte permutes, then transposes the
-// per-block sums of 4 rows and of 4 groups. From L2 it ran q4_0 at 9-12 GB/s on one
-// Cascade Lake core, about what the core's share of DRAM delivers, so it could not hide
-// the memory stalls: 55-75% of the machine's read bandwidth at 2 threads. In panels a
-// 64-byte load holds 4 code bytes of each of 16 rows, a broadcast activation dword
-// multiplies all 16 at once, and the block's 16 integer sums come out in the lanes, ready
-// for one FMA: no permutes and no transposes. A thread's rows are one contiguous
-// stream (the next panel follows its last block column), prefetched a few columns ahead.
-// (A /tmp harness, 48 matrices of 5632 x 2048 from DRAM, 2 threads: 15.4-20.4 GB/s
-// against 17.3-19.4 for a plain read loop, and 11.3-17.2 for the row kernel.)
+// Why panels: the row decode (DecodeRows, DecodeRowsK) streams 16 rows at once, gathers
+// each row's blocks into lanes with byte permutes, then transposes the per-block sums of
+// 4 rows and of 4 groups. From L2 it ran 12.5-13.6 GB/s on one Cascade Lake core, about
+// what the core's share of DRAM delivers, so it could not hide the memory stalls: 55-82%
+// of the machine's read bandwidth at 2 threads. In panels a 64-byte load holds 4 bytes of
+// each of 16 rows, a broadcast activation dword multiplies all 16 at once, and a block's
+// 16 integer sums come out in the lanes, ready for one FMA: no permutes and no
+// transposes (from L2: q4_0 38.5 GB/s, q4_K 24.0, q6_K 14.6). A thread's rows are one
+// contiguous stream (the next panel follows its last block column), prefetched ahead.
+// From DRAM at 2 threads they match a plain read loop (micro_quant BM_PanelsStreamK2048;
+// docs/benchmarks.md, session 10).
 namespace lanes {
 
 // Bytes ahead of the current block column that decode prefetches (into L1: the column
@@ -42,14 +43,16 @@ template <int64_t kBB>
 BRAID_VNNI HWY_INLINE void PrefetchAhead(const uint8_t* col, int step, int steps) {
   constexpr int64_t kLines = kBB / 64;
   const int64_t l0 = kLines * step / steps, l1 = kLines * (step + 1) / steps;
-  for (int64_t l = l0; l < l1; ++l) _mm_prefetch(reinterpret_cast<const char*>(col) + kBB + 64 * l, _MM_HINT_T0);
+  for (int64_t l = l0; l < l1; ++l)
+    _mm_prefetch(reinterpret_cast<const char*>(col) + kBB + 64 * l, _MM_HINT_T0);
 }
 
 // y[r - r0] = row r . the activation at x, for rows [r0, r1) of the panels P, r0 a
 // multiple of 32: per block column, 32 rows' exact integer sums in the lanes of two
 // vectors, then y = fma(float(isum), dw * dx, y) per row (the canonical order).
 template <DType kType>
-BRAID_VNNI void PanelDecode(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x, float* y) {
+BRAID_VNNI void PanelDecode(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x,
+                            float* y) {
   constexpr int kV = PanelVectors(kType);
   constexpr int64_t kBB = PanelBlockBytes(kType);
   const int64_t nb = L.nb;
@@ -67,7 +70,7 @@ BRAID_VNNI void PanelDecode(const ActLayout& L, const uint8_t* P, int64_t r0, in
       // offset term and added at the end: integer sums, so exact in any order.
       __m512i s0[2], s1[2];
       if constexpr (kType == DType::Q4_0) {
-        const char* q = rec + L.qs + 16 * j;  // block j's elements 0..15; +64: 16..31
+        const char* q = rec + L.qs + 16 * j;                    // block j's elements 0..15; +64: 16..31
         const __m512i ebias = Bcast32(rec + L.ebias + 16 * j);  // -8 * sum of its x
         for (int h = 0; h < 2; ++h) s0[h] = ebias, s1[h] = _mm512_setzero_si512();
         for (int c = 0; c < kV; ++c) {
@@ -96,7 +99,8 @@ BRAID_VNNI void PanelDecode(const ActLayout& L, const uint8_t* P, int64_t r0, in
       const __m512 dx = _mm512_set1_ps(dxs);
       for (int h = 0; h < 2; ++h) {
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 32 * h)));
-        acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[h], s1[h])), _mm512_mul_ps(dw, dx), acc[h]);
+        acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0[h], s1[h])), _mm512_mul_ps(dw, dx),
+                                 acc[h]);
       }
     }
     StorePanel(acc, std::min(kQuantPanelRows, r1 - r), y + (r - r0));
@@ -119,14 +123,15 @@ BRAID_VNNI HWY_INLINE void RowsOf4(const __m512i (&v)[4], __m512i (&out)[4]) {
 // tile t's at w + t * tw, corr + t * tc, dw + t * tc): signed weights in natural order,
 // -128 * the block's weight sum, the block's scale.
 template <DType kType>
-BRAID_VNNI void PanelPrepare(const uint8_t* panel, int64_t nb, int8_t* w, int32_t* corr, float* dw, int64_t tw,
-                             int64_t tc) {
+BRAID_VNNI void PanelPrepare(const uint8_t* panel, int64_t nb, int8_t* w, int32_t* corr, float* dw,
+                             int64_t tw, int64_t tc) {
   constexpr int kV = PanelVectors(kType);
   constexpr int64_t kBB = PanelBlockBytes(kType);
   const __m512i low = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi8(1);
   // Rows 4L + m of two 16-byte halves (lo: bytes 0..15 of each row, hi: 16..31) as
   // 32-byte rows: rows m, 4 + m in the first result, 8 + m, 12 + m in the second.
-  const __m512i i01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), i23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+  const __m512i i01 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),
+                i23 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
   // The sum of a block's codes, as stored, less this = the sum of its signed weights.
   constexpr int32_t kCodeBias = kType == DType::Q4_0 ? 8 * kQK : 128 * kQK;
   for (int64_t b = 0; b < nb; ++b) {
@@ -153,10 +158,12 @@ BRAID_VNNI void PanelPrepare(const uint8_t* panel, int64_t nb, int8_t* w, int32_
         for (int c = 0; c < kV; ++c) sum = _mm512_dpbusd_epi32(sum, v[c], ones);
         RowsOf4({v[0], v[1], v[2], v[3]}, lo);
         RowsOf4({v[4], v[5], v[6], v[7]}, hi);
-        for (int m = 0; m < 4; ++m) lo[m] = _mm512_xor_si512(lo[m], flip), hi[m] = _mm512_xor_si512(hi[m], flip);
+        for (int m = 0; m < 4; ++m)
+          lo[m] = _mm512_xor_si512(lo[m], flip), hi[m] = _mm512_xor_si512(hi[m], flip);
       }
       for (int m = 0; m < 4; ++m) {
-        const __m512i a = _mm512_permutex2var_epi64(lo[m], i01, hi[m]), c = _mm512_permutex2var_epi64(lo[m], i23, hi[m]);
+        const __m512i a = _mm512_permutex2var_epi64(lo[m], i01, hi[m]),
+                      c = _mm512_permutex2var_epi64(lo[m], i23, hi[m]);
         const __m256i part[4] = {_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1),
                                  _mm512_castsi512_si256(c), _mm512_extracti64x4_epi64(c, 1)};
         for (int l = 0; l < 4; ++l) {
@@ -208,8 +215,9 @@ BRAID_VNNI void PanelPrefill(const ActLayout& L, const uint8_t* P, int64_t r0, i
         __m512 acc[kRows];
         const char* group = s.panel.data() + g * units * kUnitPanel;
         if (g == 0 && more) {
-          GroupTile<true>(w, corr, dw, nb, group, reinterpret_cast<const char*>(panel + panel_bytes + t * quarter),
-                          quarter / 64, acc);
+          GroupTile<true>(w, corr, dw, nb, group,
+                          reinterpret_cast<const char*>(panel + panel_bytes + t * quarter), quarter / 64,
+                          acc);
         } else {
           GroupTile<false>(w, corr, dw, nb, group, nullptr, 0, acc);
         }
@@ -264,10 +272,12 @@ BRAID_VNNI void PanelsToRows(const uint8_t* P, int64_t nb, int64_t r0, int64_t r
           const int cnt = std::min(16, kV - v0);
           __m512i in[16], out[16];
           for (int i = 0; i < 16; ++i)
-            in[i] = i < cnt ? _mm512_loadu_si512(col + 64 * kF.heads + 64 * (kV * h + v0 + i)) : _mm512_setzero_si512();
+            in[i] = i < cnt ? _mm512_loadu_si512(col + 64 * kF.heads + 64 * (kV * h + v0 + i))
+                            : _mm512_setzero_si512();
           Transpose16(in, out);  // out[i]: row 16h + i's payload dwords v0 .. v0 + 15
           for (int i = 0; i < kPanelHalf && kPanelHalf * h + i < rows; ++i) {
-            uint8_t* o = dst + (r - r0 + kPanelHalf * h + i) * static_cast<int64_t>(rb) + b * block + kF.payload_at + 4 * v0;
+            uint8_t* o = dst + (r - r0 + kPanelHalf * h + i) * static_cast<int64_t>(rb) + b * block +
+                         kF.payload_at + 4 * v0;
             _mm512_mask_storeu_epi32(o, static_cast<__mmask16>((1u << cnt) - 1), out[i]);
           }
         }
@@ -281,7 +291,8 @@ BRAID_VNNI void PanelsToRows(const uint8_t* P, int64_t nb, int64_t r0, int64_t r
 // 6-bit scales unpacked in the lanes (ScalesK4's steps, 4 rows' bytes per dword) and
 // summed (T), and the mins against the activation's 32-value sums (M, vpdpwssd on
 // pairs); then the canonical y = fma(T, d * dx, y), y = fma(M, (-dmin) * dx, y).
-BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x, float* y) {
+BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x,
+                               float* y) {
   constexpr DType kT = DType::Q4_K;
   constexpr int kV = PanelVectors(kT);
   constexpr int64_t kBB = PanelBlockBytes(kT);
@@ -307,7 +318,8 @@ BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0,
                       c = _mm512_loadu_si512(pay[h] + 128);
         sc[h][0] = _mm512_and_si512(a, m6);
         mn[h][0] = _mm512_and_si512(b, m6);
-        sc[h][1] = _mm512_or_si512(_mm512_and_si512(c, low), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(a, 6), m2), 4));
+        sc[h][1] = _mm512_or_si512(_mm512_and_si512(c, low),
+                                   _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(a, 6), m2), 4));
         mn[h][1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(c, 4), low),
                                    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 6), m2), 4));
       }
@@ -328,7 +340,8 @@ BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0,
             const int j = 2 * ch + half;
             const __m512i s4 = sc[h][j / 4];
             const int sh = 8 * (j % 4);
-            const __m512i scale = sh == 24 ? _mm512_srli_epi32(s4, 24) : _mm512_and_si512(_mm512_srli_epi32(s4, sh), byte);
+            const __m512i scale =
+                sh == 24 ? _mm512_srli_epi32(s4, 24) : _mm512_and_si512(_mm512_srli_epi32(s4, sh), byte);
             t[h] = _mm512_add_epi32(t[h], _mm512_mullo_epi32(half == 0 ? dlo[h] : dhi[h], scale));
           }
         }
@@ -337,7 +350,8 @@ BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0,
       int16_t bs[8];
       std::memcpy(bs, rec + L.bs32, sizeof(bs));
       auto pair = [&](int a, int b) {
-        return _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint16_t>(bs[a]) | (static_cast<uint32_t>(static_cast<uint16_t>(bs[b])) << 16)));
+        return _mm512_set1_epi32(static_cast<int32_t>(
+            static_cast<uint16_t>(bs[a]) | (static_cast<uint32_t>(static_cast<uint16_t>(bs[b])) << 16)));
       };
       const __m512i p02 = pair(0, 2), p13 = pair(1, 3), p46 = pair(4, 6), p57 = pair(5, 7);
       float dxs;
@@ -349,8 +363,8 @@ BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0,
         m = _mm512_dpwssd_epi32(m, _mm512_and_si512(mn[h][1], words), p46);
         m = _mm512_dpwssd_epi32(m, _mm512_and_si512(_mm512_srli_epi32(mn[h][1], 8), words), p57);
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 32 * h)));
-        const __m512 nd =
-            _mm512_xor_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 64 + 32 * h))), sign);
+        const __m512 nd = _mm512_xor_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 64 + 32 * h))), sign);
         acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t[h]), _mm512_mul_ps(d, dx), acc[h]);
         acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(nd, dx), acc[h]);
       }
@@ -364,7 +378,8 @@ BRAID_VNNI void PanelDecodeQ4K(const ActLayout& L, const uint8_t* P, int64_t r0,
 // multiplied as unsigned 0..63 against the activation, each sub-block of 16 started at
 // -32 * its activation sum (so dot_j carries the code offset), then scaled by the
 // sign-extended 8-bit scales and summed (T); y = fma(T, d * dx, y).
-BRAID_VNNI void PanelDecodeQ6K(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x, float* y) {
+BRAID_VNNI void PanelDecodeQ6K(const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const char* x,
+                               float* y) {
   constexpr DType kT = DType::Q6_K;
   constexpr int kV = PanelVectors(kT);
   constexpr int64_t kBB = PanelBlockBytes(kT);
@@ -387,7 +402,7 @@ BRAID_VNNI void PanelDecodeQ6K(const ActLayout& L, const uint8_t* P, int64_t r0,
         const __m512i s4 = _mm512_loadu_si512(pay[h] + 64 * (kScales + j / 4));
         return _mm512_srai_epi32(_mm512_slli_epi32(s4, 24 - 8 * (j % 4)), 24);
       };
-      for (int nh = 0; nh < 2; ++nh) {  // elements 128 nh + 32 k + l, l = 0..31 (4c .. 4c + 3)
+      for (int nh = 0; nh < 2; ++nh) {          // elements 128 nh + 32 k + l, l = 0..31 (4c .. 4c + 3)
         for (int part = 0; part < 2; ++part) {  // l < 16, l >= 16: sub-blocks 8 nh + 2k + part
           PrefetchAhead<kBB>(col, 2 * nh + part, 4);
           __m512i d[4][2];
@@ -448,8 +463,8 @@ BRAID_VNNI void PanelPrefillK(const T& kt, const ActLayout& L, const uint8_t* P,
 }
 
 template <DType kType, class T>
-BRAID_VNNI bool RunPanelsK(T& kt, const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1, const void* xq,
-                           size_t xq_stride, int64_t n, float* y, size_t ldy) {
+BRAID_VNNI bool RunPanelsK(T& kt, const ActLayout& L, const uint8_t* P, int64_t r0, int64_t r1,
+                           const void* xq, size_t xq_stride, int64_t n, float* y, size_t ldy) {
   if (!T::K::Matches(L) || (kType == DType::Q4_K ? L.bs32 == 0 : L.bs16 == 0)) return false;
   kt.k.nb = L.nb;
   const char* x = static_cast<const char*>(xq);

@@ -42,12 +42,13 @@ size_t quant_panel_bytes(DType t, int64_t rows, int64_t k) {
   return static_cast<size_t>(panel_count(rows) * blocks_per_row(t, k) * PanelBlockBytes(t));
 }
 
-void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t rows, int64_t k, int64_t p0, int64_t p1,
-                       uint8_t* dst) {
+void quant_pack_panels(DType t, const uint8_t* W, size_t row_stride, int64_t rows, int64_t k, int64_t p0,
+                       int64_t p1, uint8_t* dst) {
   check_panels(t, k);
-  check(row_stride >= row_bytes(t, k), "row stride ", row_stride, " is shorter than a ", dtype_info(t).name, " row of ",
-        k, " elements");
-  check(0 <= p0 && p0 <= p1 && p1 <= panel_count(rows), "pack: panels [", p0, ", ", p1, ") of ", panel_count(rows));
+  check(row_stride >= row_bytes(t, k), "row stride ", row_stride, " is shorter than a ", dtype_info(t).name,
+        " row of ", k, " elements");
+  check(0 <= p0 && p0 <= p1 && p1 <= panel_count(rows), "pack: panels [", p0, ", ", p1, ") of ",
+        panel_count(rows));
   const int64_t nb = blocks_per_row(t, k), bb = PanelBlockBytes(t);
   const size_t block = dtype_info(t).block_bytes;
   const quant::PanelFormat f = PanelFormatOf(t);
@@ -97,9 +98,10 @@ void quant_matmul_panels(DType t, const uint8_t* P, int64_t r0, int64_t r1, cons
   check(r0 >= 0 && r0 <= r1 && r0 % kQuantPanelRows == 0, "panel matmul: bad row range [", r0, ", ", r1, ")");
   check(n >= 0, "negative activation count ", n);
   check(reinterpret_cast<uintptr_t>(xq) % 4 == 0, "quantized activation buffer is not 4-byte aligned");
-  check(n <= 1 || (xq_stride >= quant_activation_bytes(t, k) && xq_stride % 4 == 0), "activation stride ", xq_stride,
-        " does not fit");
-  check(n <= 1 || ldy >= static_cast<size_t>(r1 - r0), "output stride ", ldy, " is shorter than ", r1 - r0, " rows");
+  check(n <= 1 || (xq_stride >= quant_activation_bytes(t, k) && xq_stride % 4 == 0), "activation stride ",
+        xq_stride, " does not fit");
+  check(n <= 1 || ldy >= static_cast<size_t>(r1 - r0), "output stride ", ldy, " is shorter than ", r1 - r0,
+        " rows");
   if (n == 0 || r0 == r1) return;
   if (quant::matmul_panels_simd(t, P, r0, r1, xq, xq_stride, n, k, y, ldy)) return;
   // No panel kernels on this target: each panel back to rows, then the row kernels
@@ -108,8 +110,10 @@ void quant_matmul_panels(DType t, const uint8_t* P, int64_t r0, int64_t r1, cons
   std::vector<uint8_t> rows(rb * kQuantPanelRows);
   for (int64_t p0 = r0; p0 < r1; p0 += kQuantPanelRows) {
     const int64_t m = std::min(kQuantPanelRows, r1 - p0);
-    for (int64_t i = 0; i < m; ++i) quant_panel_row(t, P, k, p0 + i, rows.data() + i * static_cast<int64_t>(rb));
-    quant_matmul_tile(t, rows.data(), rb, 0, m, xq, xq_stride, n, k, y + (p0 - r0), n <= 1 ? static_cast<size_t>(m) : ldy);
+    for (int64_t i = 0; i < m; ++i)
+      quant_panel_row(t, P, k, p0 + i, rows.data() + i * static_cast<int64_t>(rb));
+    quant_matmul_tile(t, rows.data(), rb, 0, m, xq, xq_stride, n, k, y + (p0 - r0),
+                      n <= 1 ? static_cast<size_t>(m) : ldy);
   }
 }
 
