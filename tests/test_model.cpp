@@ -665,8 +665,8 @@ TEST_P(QuantModelTest, MatchesDequantizedF32AndPrefillEqualsDecode) {
   KVCache kq(qm->config(), 0, 2, 32), kf(fm->config(), 0, 2, 32);
   const std::vector<float> q = qm->forward(ids.data(), n, 0, kq, pool, true);
   const std::vector<float> f = fm->forward(ids.data(), n, 0, kf, pool, true);
-  // q4_0 / q8_0 run from a copy in panels where the CPU has the kernels for them (the
-  // matmul tests check that panels give the row kernels' bits).
+  // q4_0 / q8_0 / q4_K / q6_K run from a copy in panels where the CPU has the kernels for
+  // them (the quant tests check that panels give the row kernels' bits).
   for (int l = 0; l <= 2; ++l) EXPECT_EQ(qm->is_packed(l), quant_panels_supported(type)) << "layer " << l;
   // Same weights; only the 8-bit activations differ (each matmul is off by ~0.6% of its
   // largest output, which two random layers grow to ~3% of the largest logit).
